@@ -1,0 +1,184 @@
+"""PostgreSQL, read through ADBC's libpq driver (binary COPY decoded to Arrow in C).
+
+One session per read:
+
+1. session settings, each bound as a parameter through ``set_config``: ``statement_timeout``,
+   ``idle_in_transaction_session_timeout``, ``TimeZone = UTC``, ``default_transaction_read_only``;
+2. the window bounds, bound as parameters into two custom settings
+   (``snapshot_platform.partition_start``/``_end``); the query's ``:partition_start`` and
+   ``:partition_end`` become ``current_setting(...)::timestamptz``. This is how the bounds stay
+   bound parameters although the rows travel through ``COPY``, which accepts none: the values never
+   enter the SQL text. ``current_setting`` is stable, so the planner still uses indexes;
+3. ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``: every statement after it sees one snapshot;
+   its ``pg_current_snapshot()`` and WAL LSN are recorded as ``source_state``;
+4. the ordered query, streamed as Arrow record batches (ADBC's reader is pull-based, so memory is
+   bounded by the batch size whatever the result's size).
+
+``NUMERIC(p,s)`` becomes ``decimal128(p,s)`` (``decimal256`` above 38 digits); an unconstrained
+``NUMERIC`` has no fixed scale, so it is kept exactly as text: cast it in the query to get decimals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from snapshot_platform.catalog import PostgresSourceSpec, resolve
+from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, ordered, redact
+from snapshot_platform.sql_params import rewrite
+
+# SQLSTATEs after which a fresh attempt from the partition's start may succeed.
+TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300"}
+TRANSIENT_CLASSES = {"08"}
+_MESSAGES = {
+    "57014": "cancelled by the statement timeout ({timeout:g}s)",
+    "25006": "the query tried to write; snapshot sessions are read-only",
+    "42501": "permission denied",
+    "25P03": "idle-in-transaction timeout",
+}
+
+
+def _numeric_type(typmod: int) -> pa.DataType | None:
+    if typmod < 4:
+        return None
+    precision = ((typmod - 4) >> 16) & 0xFFFF
+    scale = (typmod - 4) & 0xFFFF
+    if precision <= 38:
+        return pa.decimal128(precision, scale)
+    return pa.decimal256(precision, scale)
+
+
+def _convert_plan(schema: pa.Schema) -> tuple[pa.Schema, list[pa.DataType | None]]:
+    """The snapshot's schema and, for each column, the type to cast to (None: keep as is)."""
+    fields, casts = [], []
+    for f in schema:
+        meta = {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}
+        target: pa.DataType | None = None
+        storage = f.type.storage_type if isinstance(f.type, pa.ExtensionType) else f.type
+        if meta.get("POSTGRESQL:type") == "numeric":
+            target = _numeric_type(int(meta.get("POSTGRESQL:typmod", "-1"))) or pa.string()
+        elif isinstance(f.type, pa.ExtensionType):
+            target = storage  # opaque types (json, uuid, ...) as their text or bytes
+        fields.append(pa.field(f.name, target or f.type, True))
+        casts.append(target)
+    return pa.schema(fields), casts
+
+
+class PostgresSource(Source):
+    kind = "postgres"
+    spec: PostgresSourceSpec
+
+    def _url(self) -> str:
+        return resolve(self.spec.url)
+
+    def describe(self) -> dict[str, Any]:
+        parts = urlsplit(self._url())
+        return {
+            "kind": "postgres",
+            "host": parts.hostname,
+            "port": parts.port or 5432,
+            "database": parts.path.lstrip("/") or None,
+        }
+
+    def _secrets(self) -> list[str]:
+        url = self._url()
+        parts = urlsplit(url)
+        return [url, parts.password or ""]
+
+    def _connect_url(self) -> str:
+        parts = urlsplit(self._url())
+        query = dict(parse_qsl(parts.query))
+        query.setdefault("connect_timeout", str(max(1, int(self.spec.connect_timeout_s))))
+        query.setdefault("application_name", "snapshot_platform")
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def _error(self, exc: BaseException, stage: str) -> SourceError:
+        sqlstate = getattr(exc, "sqlstate", None)
+        text = redact(str(exc).strip(), self._secrets())
+        transient = bool(sqlstate) and (sqlstate in TRANSIENT_SQLSTATES or sqlstate[:2] in TRANSIENT_CLASSES)
+        hint = _MESSAGES.get(sqlstate or "", "")
+        if hint:
+            hint = hint.format(timeout=self.spec.statement_timeout_s) + ": "
+        return SourceError(
+            f"source {self.name} ({stage}): {hint}{text}" + (f" [SQLSTATE {sqlstate}]" if sqlstate else ""),
+            transient=transient,
+            code=sqlstate,
+        )
+
+    @contextlib.contextmanager
+    def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
+        import adbc_driver_manager
+        import adbc_driver_postgresql.dbapi as pg_dbapi
+
+        try:
+            conn = pg_dbapi.connect(self._connect_url(), autocommit=True)
+        except adbc_driver_manager.Error as exc:
+            raise self._error(exc, "connect") from None
+        cur = conn.cursor()
+        stage = "session setup"
+        try:
+            timeout_ms = str(int(self.spec.statement_timeout_s * 1000))
+            cur.execute(
+                "SELECT set_config('statement_timeout', $1, false),"
+                " set_config('idle_in_transaction_session_timeout', $2, false),"
+                " set_config('TimeZone', 'UTC', false),"
+                " set_config('default_transaction_read_only', 'on', false),"
+                " set_config('snapshot_platform.partition_start', $3, false),"
+                " set_config('snapshot_platform.partition_end', $4, false)",
+                parameters=(timeout_ms, timeout_ms, window.start.isoformat(), window.end.isoformat()),
+            )
+            cur.fetchall()
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            stage = "snapshot marker"
+            cur.execute(
+                "SELECT pg_current_snapshot()::text, pg_is_in_recovery(),"
+                " (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+                "  ELSE pg_current_wal_lsn() END)::text, now()::text,"
+                " current_setting('server_version')"
+            )
+            snap, in_recovery, lsn, started, server_version = cur.fetchone()
+            state = {
+                "engine": "postgres",
+                "server_version": server_version,
+                "snapshot": snap,
+                "xmin": int(snap.split(":")[0]),
+                "wal_lsn": lsn,
+                "in_recovery": bool(in_recovery),
+                "transaction_start": started,
+            }
+            stage = "query"
+            sql, _ = rewrite(
+                ordered(query, key),
+                lambda name, _i: f"current_setting('snapshot_platform.{name}')::timestamptz",
+            )
+            cur.execute(sql)
+            reader = cur.fetch_record_batch()
+            schema, casts = _convert_plan(reader.schema)
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                try:
+                    for b in reader:
+                        cols = []
+                        for col, target in zip(b.columns, casts):
+                            if target is not None:
+                                if isinstance(col.type, pa.ExtensionType):
+                                    col = col.storage
+                                if col.type != target:
+                                    col = pc.cast(col, target)
+                            cols.append(col)
+                        yield pa.RecordBatch.from_arrays(cols, schema=schema)
+                except adbc_driver_manager.Error as exc:
+                    raise self._error(exc, "streaming rows") from None
+
+            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state)
+        except adbc_driver_manager.Error as exc:
+            raise self._error(exc, stage) from None
+        finally:
+            with contextlib.suppress(Exception):
+                cur.close()
+            with contextlib.suppress(Exception):
+                conn.close()

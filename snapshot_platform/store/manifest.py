@@ -1,0 +1,101 @@
+"""``manifest.json``: the record of one published snapshot version, and the source of truth.
+
+The manifest is written last and once; a version folder without one is not a snapshot. Its fields
+are a contract (DESIGN.md §2): other tools read them without this package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+REQUIRED_FIELDS = (
+    "format_version",
+    "asset",
+    "partition",
+    "window",
+    "version",
+    "created_at",
+    "row_count",
+    "files",
+    "schema",
+    "query",
+    "query_sha256",
+    "params",
+    "source",
+    "source_state",
+    "dagster_run_id",
+    "code_version",
+    "library_versions",
+)
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
+    """Column names and Arrow types, in order: ``[{"name": ..., "type": "decimal128(15, 2)", "nullable": true}]``."""
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def version_id(schema: pa.Schema, file_hashes: list[str]) -> str:
+    """The version id: a digest of the schema and of every part's bytes, in order.
+
+    Parquet bytes are deterministic for the same rows in the same order, because the writer's
+    settings (compression, row-group and part sizes) are fixed and recorded in the manifest and the
+    row groups are cut at fixed row counts, whatever batch sizes the source produced.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(schema_to_json(schema), sort_keys=True).encode())
+    for fh in file_hashes:
+        h.update(bytes.fromhex(fh))
+    return h.hexdigest()[:20]
+
+
+def dumps(manifest: dict[str, Any]) -> bytes:
+    validate(manifest, where="<new manifest>")
+    return (json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8")
+
+
+def loads(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{where}: not valid JSON: {exc}") from None
+    validate(manifest, where)
+    return manifest
+
+
+def validate(manifest: Any, where: str) -> None:
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{where}: a manifest must be a JSON object")
+    missing = [f for f in REQUIRED_FIELDS if f not in manifest]
+    if missing:
+        raise ManifestError(f"{where}: missing required fields: {', '.join(missing)}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ManifestError(
+            f"{where}: format_version {manifest['format_version']!r} is not supported (expected {FORMAT_VERSION})"
+        )
+    files = manifest["files"]
+    if not isinstance(files, list):
+        raise ManifestError(f"{where}: field 'files' must be a list")
+    for i, f in enumerate(files):
+        for key in ("path", "sha256", "bytes", "rows"):
+            if key not in f:
+                raise ManifestError(f"{where}: files[{i}] lacks '{key}'")
+        p = f["path"]
+        if not isinstance(p, str) or p.startswith("/") or ".." in p.split("/") or "\\" in p:
+            raise ManifestError(f"{where}: files[{i}].path {p!r} must be a plain relative path")
+    if sum(int(f["rows"]) for f in files) != manifest["row_count"]:
+        raise ManifestError(f"{where}: row_count does not equal the sum of the files' rows")
