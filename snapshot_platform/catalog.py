@@ -47,6 +47,7 @@ class EnvRef(_Strict):
     """A value read from an environment variable when a connection opens: ``{env: NAME}``."""
 
     env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    default: str | None = Field(default=None, description="used when the variable is unset (never for secrets)")
 
     def describe(self) -> str:
         return f"${{{self.env}}}"
@@ -65,6 +66,8 @@ def resolve(value: SecretOrLiteral) -> str:
     if isinstance(value, EnvRef):
         got = os.environ.get(value.env)
         if got is None or got == "":
+            if value.default is not None:
+                return os.path.expanduser(value.default) if value.default.startswith("~") else value.default
             raise SecretMissingError(f"environment variable {value.env} is not set")
         return got
     return value
@@ -101,7 +104,8 @@ class PostgresSourceSpec(_SourceBase):
     @field_validator("url")
     @classmethod
     def _no_literal_password(cls, v: SecretOrLiteral) -> SecretOrLiteral:
-        if isinstance(v, str) and _url_has_password(v):
+        literal = v.default if isinstance(v, EnvRef) else v
+        if literal and _url_has_password(literal):
             raise ValueError(
                 "contains a literal password; put the URL in an environment variable and write "
                 "url: {env: NAME}"

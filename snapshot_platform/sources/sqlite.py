@@ -5,7 +5,8 @@ transaction (one consistent snapshot in WAL mode), and a progress handler enforc
 timeout, which SQLite itself does not have. SQLite has no date type: the window is bound as text
 ``YYYY-MM-DD HH:MM:SS`` in UTC, which compares correctly with ISO dates through ``date()`` and
 ``datetime()``. Columns declared ``DATE`` or ``TIMESTAMP``/``DATETIME`` come out as Arrow dates and
-timestamps; other types are inferred from the values.
+timestamps; other types are inferred from the values. A relative ``path`` is relative to the
+platform home, ``$SNAPSHOT_PLATFORM_HOME`` (default ``~/.snapshot_platform``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from snapshot_platform.catalog import SqliteSourceSpec, resolve
+from snapshot_platform.home import platform_home
 from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, ordered
 
 _BATCH_ROWS = 50_000
@@ -58,12 +60,16 @@ class SqliteSource(Source):
     kind = "sqlite"
     spec: SqliteSourceSpec
 
+    def _path(self) -> Path:
+        """A relative path is relative to the platform home ($SNAPSHOT_PLATFORM_HOME)."""
+        return (platform_home() / Path(resolve(self.spec.path)).expanduser()).resolve()
+
     def describe(self) -> dict[str, Any]:
-        return {"kind": "sqlite", "host": None, "database": Path(resolve(self.spec.path)).name}
+        return {"kind": "sqlite", "host": None, "database": self._path().name}
 
     @contextlib.contextmanager
     def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
-        path = Path(resolve(self.spec.path)).resolve()
+        path = self._path()
         if not path.exists():
             raise SourceError(f"source {self.name}: SQLite database {path} does not exist")
         for name, conv in _CONVERTERS.items():

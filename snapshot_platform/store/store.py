@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from snapshot_platform.home import platform_home
 from snapshot_platform.store import manifest as mf
 from snapshot_platform.store.writer import WriterSettings, WrittenData, prefetch, write_parts
 
 STORAGE_ENV = "SNAPSHOT_PLATFORM_STORAGE_URL"
-DEFAULT_LOCAL_ROOT = Path.home() / ".snapshot_platform" / "storage"
 _HASH_CHUNK = 8 * 1024 * 1024
 
 
@@ -57,7 +57,8 @@ class PublishResult:
 
 
 def default_storage_url() -> str:
-    return os.environ.get(STORAGE_ENV) or str(DEFAULT_LOCAL_ROOT)
+    """$SNAPSHOT_PLATFORM_STORAGE_URL, else ``storage/`` in the platform home (~/.snapshot_platform)."""
+    return os.environ.get(STORAGE_ENV) or str(platform_home() / "storage")
 
 
 def _is_local(p: UPath) -> bool:

@@ -1,0 +1,1 @@
+"""The Dagster layer: assets built from the catalog."""

@@ -1,0 +1,117 @@
+"""One time-partitioned asset ``snapshots/<name>`` per catalog entry."""
+
+
+import json
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    asset,
+)
+
+from snapshot_platform.catalog import Catalog, SnapshotSpec
+from snapshot_platform.partitions import partitions_def
+from snapshot_platform.resources import VERSION_METADATA_KEY, SnapshotStoreResource
+from snapshot_platform.snapshotter import SnapshotOutcome, code_version, take_snapshot
+from snapshot_platform.sources import Window
+
+SNAPSHOT_PREFIX = "snapshots"
+IO_MANAGER_KEY = "snapshot_io_manager"
+
+
+def snapshot_key(name: str) -> AssetKey:
+    return AssetKey([SNAPSHOT_PREFIX, name])
+
+
+def source_pool(source: str) -> str:
+    """The Dagster concurrency pool that bounds concurrent queries against one source."""
+    return f"source_{source}"
+
+
+def snapshot_metadata(outcome: SnapshotOutcome) -> dict[str, Any]:
+    m = outcome.result.manifest
+    return {
+        "dagster/row_count": m["row_count"],
+        "dagster/column_schema": TableSchema(
+            columns=[TableColumn(name=c["name"], type=c["type"]) for c in m["schema"]]
+        ),
+        "dagster/uri": outcome.result.uri,
+        VERSION_METADATA_KEY: m["version"],
+        "snapshot/new_version": outcome.result.created,
+        "snapshot/files": MetadataValue.json(m["files"]),
+        "snapshot/query": MetadataValue.md(f"```sql\n{m['query'].strip()}\n```"),
+        "snapshot/query_sha256": m["query_sha256"],
+        "snapshot/params": MetadataValue.json(m["params"]),
+        "snapshot/source": MetadataValue.json(m["source"]),
+        "snapshot/source_state": MetadataValue.json(m["source_state"]),
+        "snapshot/created_at": m["created_at"],
+        "snapshot/duration_s": round(outcome.seconds, 3),
+        "snapshot/rows_per_s": round(outcome.rows_per_second, 1),
+        "snapshot/attempts": outcome.attempts,
+    }
+
+
+def build_snapshot_asset(catalog: Catalog, name: str, spec: SnapshotSpec) -> AssetsDefinition:
+    source_kind = catalog.sources[spec.source].kind
+    description = spec.description or f"Snapshot of the {spec.source} query {name}"
+
+    @asset(
+        key=snapshot_key(name),
+        description=description,
+        partitions_def=partitions_def(spec.partitions),
+        code_version=code_version(spec),
+        kinds={source_kind, "parquet"},
+        tags=dict(spec.tags),
+        owners=list(spec.owners) or None,
+        group_name=SNAPSHOT_PREFIX,
+        io_manager_key=IO_MANAGER_KEY,
+        pool=source_pool(spec.source),
+        metadata={
+            "query": MetadataValue.md(f"```sql\n{spec.query.strip()}\n```"),
+            "key": ", ".join(spec.key),
+            "source": spec.source,
+            "cadence": spec.partitions.cadence,
+        },
+    )
+    def _snapshot(context: AssetExecutionContext, snapshot_store: SnapshotStoreResource) -> MaterializeResult:
+        tw = context.partition_time_window
+        outcome = take_snapshot(
+            catalog,
+            name,
+            context.partition_key,
+            snapshot_store.get_store(),
+            dagster_run_id=context.run_id,
+            window=Window(tw.start, tw.end),
+        )
+        m = outcome.result.manifest
+        if outcome.result.created:
+            context.log.info(
+                f"published {name}/{context.partition_key} version {m['version']}: "
+                f"{m['row_count']} rows in {outcome.seconds:.1f}s"
+            )
+        else:
+            context.log.info(
+                f"{name}/{context.partition_key}: the source returned the same data as published "
+                f"version {m['version']}; nothing new was written"
+            )
+        return MaterializeResult(
+            metadata=snapshot_metadata(outcome),
+            data_version=DataVersion(m["version"]),
+        )
+
+    return _snapshot
+
+
+def build_snapshot_assets(catalog: Catalog) -> list[AssetsDefinition]:
+    return [build_snapshot_asset(catalog, name, spec) for name, spec in catalog.snapshots.items()]
+
+
+def manifest_json(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2, default=str)

@@ -1,0 +1,1 @@
+"""The embedded demo: a generated SQLite source, local storage, local MLflow."""
