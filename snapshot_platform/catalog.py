@@ -142,6 +142,52 @@ class PartitionsSpec(_Strict):
         return self
 
 
+class ColumnRules(_Strict):
+    """Per-column rules, checked on every partition (warnings unless ``blocking``)."""
+
+    accepted_values: list[Union[bool, int, float, str]] | None = None
+    min: float | None = None
+    max: float | None = None
+    max_null_fraction: float | None = Field(default=None, ge=0, le=1)
+    blocking: bool = False
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> "ColumnRules":
+        if self.accepted_values is None and self.min is None and self.max is None and self.max_null_fraction is None:
+            raise ValueError("needs at least one of accepted_values, min, max, max_null_fraction")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is greater than max")
+        return self
+
+    def describe(self) -> str:
+        parts = []
+        if self.accepted_values is not None:
+            parts.append(f"values in {self.accepted_values}")
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        if self.max_null_fraction is not None:
+            parts.append(f"at most {self.max_null_fraction:.1%} NULL")
+        return ", ".join(parts)
+
+
+class VolumeCheckSpec(_Strict):
+    """Row count within ``tolerance`` (a fraction) of the median of the trailing partitions."""
+
+    trailing: int = Field(default=7, ge=1, le=366)
+    tolerance: float = Field(default=0.5, gt=0)
+    min_history: int = Field(default=3, ge=1, le=366)
+    blocking: bool = False
+
+
+class ChecksSpec(_Strict):
+    min_rows: int = Field(default=1, ge=0)
+    schema_change: Literal["warn", "block"] = "warn"
+    volume: VolumeCheckSpec = VolumeCheckSpec()
+    columns: dict[str, ColumnRules] = {}
+
+
 class SnapshotSpec(_Strict):
     source: str
     description: str = ""
@@ -151,6 +197,7 @@ class SnapshotSpec(_Strict):
     not_null: list[str] = []
     tags: dict[str, str] = {}
     owners: list[str] = []
+    checks: ChecksSpec = ChecksSpec()
 
     @field_validator("query")
     @classmethod

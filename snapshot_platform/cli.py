@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from snapshot_platform.catalog import CatalogError, load_catalog
+from snapshot_platform.gate import blocking_failures
 from snapshot_platform.store import ManifestError, SnapshotNotFound, SnapshotStore, default_storage_url
 
 
@@ -127,14 +128,27 @@ def show(ctx: click.Context, name: str, partition: str, version: str | None, as_
     click.echo("  files")
     for f in m["files"]:
         click.echo(f"    {f['path']}  {f['rows']} rows  {f['bytes']} bytes  sha256 {f['sha256']}")
+    click.echo("  checks")
+    if not m.get("checks"):
+        click.echo("    (none recorded)")
+    for check_name, c in (m.get("checks") or {}).items():
+        status = "passed" if c["passed"] else ("FAILED" if c["blocking"] else "warning")
+        kind = "blocking" if c["blocking"] else "warn"
+        click.echo(f"    {check_name:<28} {status:<8} ({kind})  {json.dumps(c.get('details', {}), default=str)}")
+    failed = blocking_failures(m)
+    if failed:
+        click.echo(f"  NOT TRAINABLE: failed blocking checks {', '.join(failed)}")
 
 
 @main.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--fail-on-checks", is_flag=True, help="Also exit 1 when a version failed a blocking check.")
 @click.pass_context
-def verify(ctx: click.Context, name: str | None, as_json: bool) -> None:
-    """Re-hash every file of every version (of NAME, or of all snapshots); exit 1 on any mismatch."""
+def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: bool) -> None:
+    """Re-hash every file of every version (of NAME, or of all snapshots); exit 1 on any mismatch.
+
+    Also reports each version's recorded check outcomes."""
     store = _store(ctx)
     assets = [name] if name else store.assets()
     results = []
@@ -148,8 +162,12 @@ def verify(ctx: click.Context, name: str | None, as_json: bool) -> None:
                 continue
             for m in manifests:
                 problems = store.verify_version(m)
+                failed_checks = blocking_failures(m)
+                warned = sorted(n for n, c in (m.get("checks") or {}).items() if not c["passed"] and not c["blocking"])
+                ok = not problems and not (fail_on_checks and failed_checks)
                 results.append({"asset": asset, "partition": p, "version": m["version"],
-                                "ok": not problems, "problems": problems})
+                                "ok": ok, "problems": problems, "failed_blocking_checks": failed_checks,
+                                "check_warnings": warned})
     bad = [r for r in results if not r["ok"]]
     if as_json:
         _emit({"ok": not bad, "checked": len(results), "results": results})
@@ -159,6 +177,10 @@ def verify(ctx: click.Context, name: str | None, as_json: bool) -> None:
             click.echo(f"{status:<6} {r['asset']}/{r['partition']}/{r['version']}")
             for pr in r["problems"]:
                 click.echo(f"       {pr}")
+            if r["failed_blocking_checks"]:
+                click.echo(f"       blocking checks failed (not trainable): {', '.join(r['failed_blocking_checks'])}")
+            if r["check_warnings"]:
+                click.echo(f"       check warnings: {', '.join(r['check_warnings'])}")
         click.echo(f"{len(results)} versions checked, {len(bad)} failed")
     if name and not results:
         click.echo(f"no published versions of {name} in {store}", err=True)

@@ -7,19 +7,23 @@ here, so a bad catalog fails the code location's load with the file, entry and f
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from dagster import (
+    AssetSpec,
     AssetsDefinition,
     DefaultScheduleStatus,
     Definitions,
     ScheduleDefinition,
     build_schedule_from_partitioned_job,
+    PreviewWarning,
     define_asset_job,
 )
 
-from snapshot_platform.assets.snapshots import IO_MANAGER_KEY, build_snapshot_assets, snapshot_key
+from snapshot_platform.assets.snapshots import IO_MANAGER_KEY, SNAPSHOT_PREFIX, build_snapshot_assets, snapshot_key
 from snapshot_platform.catalog import Catalog, load_catalog
+from snapshot_platform.partitions import freshness_policy
 from snapshot_platform.resources import SnapshotIOManager, SnapshotStoreResource
 
 
@@ -46,13 +50,24 @@ def build_assets(catalog: Catalog) -> list[AssetsDefinition]:
     return build_snapshot_assets(catalog)
 
 
+def with_snapshot_freshness(spec: AssetSpec) -> AssetSpec:
+    """Cross-cutting policy, applied in one place: every snapshot is fresh for its cadence."""
+    cadence = spec.metadata.get("cadence")
+    if spec.key.path[0] != SNAPSHOT_PREFIX or cadence is None:
+        return spec
+    return spec.replace_attributes(freshness_policy=freshness_policy(str(cadence)))
+
+
 def build_definitions(catalog: Catalog | None = None, storage_url: str | None = None) -> Definitions:
     catalog = catalog if catalog is not None else load_catalog()
-    return Definitions(
+    defs = Definitions(
         assets=build_assets(catalog),
         schedules=build_schedules(catalog),
         resources=build_resources(storage_url),
     )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)  # map_resolved_asset_specs is "preview" in 1.13
+        return defs.map_resolved_asset_specs(func=with_snapshot_freshness)
 
 
 defs = build_definitions()

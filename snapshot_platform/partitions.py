@@ -10,6 +10,7 @@ import datetime as dt
 
 from dagster import (
     DailyPartitionsDefinition,
+    FreshnessPolicy,
     HourlyPartitionsDefinition,
     MonthlyPartitionsDefinition,
     TimeWindowPartitionsDefinition,
@@ -48,3 +49,17 @@ def window_for(spec: PartitionsSpec, partition_key: str) -> Window:
     if tw.start < spec.start.replace(tzinfo=dt.timezone.utc):
         raise ValueError(f"partition {partition_key!r} is before the catalog's start {spec.start:%Y-%m-%d}")
     return Window(tw.start.astimezone(dt.timezone.utc), tw.end.astimezone(dt.timezone.utc))
+
+
+_PERIOD = {
+    "hourly": dt.timedelta(hours=1),
+    "daily": dt.timedelta(days=1),
+    "weekly": dt.timedelta(days=7),
+    "monthly": dt.timedelta(days=31),
+}
+
+
+def freshness_policy(cadence: str) -> FreshnessPolicy:
+    """Stale (warn) a quarter period after a run was due, failed after two periods without one."""
+    period = _PERIOD[cadence]
+    return FreshnessPolicy.time_window(fail_window=2 * period, warn_window=period + period / 4)

@@ -14,13 +14,16 @@ import logging
 import platform
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
 
 from snapshot_platform import __version__
 from snapshot_platform.catalog import Catalog, SnapshotSpec
+from snapshot_platform.checks import History, run_checks
 from snapshot_platform.partitions import window_for
 from snapshot_platform.sources import SourceError, Window, make_source
-from snapshot_platform.store import PublishResult, SnapshotStore, sha256_text
+from snapshot_platform.store import PublishResult, SnapshotStore, schema_to_json, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,37 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+def check_columns(spec: SnapshotSpec) -> list[str]:
+    cols = list(spec.key) + list(spec.not_null) + list(spec.checks.columns)
+    return list(dict.fromkeys(cols))
+
+
+def partition_history(store: SnapshotStore, name: str, partition_key: str, trailing: int) -> History:
+    """The latest versions of the partitions before ``partition_key``, for schema and volume checks."""
+    earlier = [p for p in store.partitions(name) if p < partition_key]
+    history = History()
+    counts: list[int] = []
+    for p in reversed(earlier):
+        versions = store.versions(name, p)
+        if not versions:
+            continue
+        latest = versions[-1]
+        if history.previous_schema is None:
+            history.previous_partition = p
+            history.previous_schema = latest["schema"]
+        counts.append(int(latest["row_count"]))
+        if len(counts) >= trailing:
+            break
+    history.trailing_row_counts = list(reversed(counts))
+    return history
+
+
 @dataclass(frozen=True)
 class SnapshotOutcome:
     result: PublishResult
     seconds: float
     attempts: int
+    checks: dict[str, Any]
 
     @property
     def rows_per_second(self) -> float:
@@ -86,8 +115,21 @@ def take_snapshot(
                     "code_version": code_version(spec),
                     "library_versions": library_versions(),
                 }
-                result = store.publish(name, partition_key, read.schema, read.batches, fields)
-            return SnapshotOutcome(result, time.monotonic() - started, attempt)
+                history = partition_history(store, name, partition_key, spec.checks.volume.trailing)
+                schema_json = schema_to_json(read.schema)
+
+                def checker(batches: Iterator[pa.RecordBatch]) -> dict[str, Any]:
+                    return run_checks(spec, schema_json, batches, history)
+
+                result = store.publish(name, partition_key, read.schema, read.batches, fields,
+                                       checker=checker, check_columns=check_columns(spec))
+            checks = result.manifest.get("checks")
+            if checks is None:
+                # published before these checks existed: evaluate them now, over the verified data
+                m = result.manifest
+                checks = run_checks(spec, m["schema"],
+                                    store.iter_batches(m, columns=check_columns(spec)), history)
+            return SnapshotOutcome(result, time.monotonic() - started, attempt, checks)
         except SourceError as exc:
             if not exc.transient or attempt == attempts:
                 raise

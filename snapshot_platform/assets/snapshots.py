@@ -5,6 +5,9 @@ import json
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -17,6 +20,7 @@ from dagster import (
 )
 
 from snapshot_platform.catalog import Catalog, SnapshotSpec
+from snapshot_platform.checks import check_defs
 from snapshot_platform.partitions import partitions_def
 from snapshot_platform.resources import VERSION_METADATA_KEY, SnapshotStoreResource
 from snapshot_platform.snapshotter import SnapshotOutcome, code_version, take_snapshot
@@ -58,6 +62,25 @@ def snapshot_metadata(outcome: SnapshotOutcome) -> dict[str, Any]:
     }
 
 
+def check_results(name: str, outcome: SnapshotOutcome) -> list[AssetCheckResult]:
+    """The manifest's recorded check outcomes, as Dagster asset check results."""
+    results = []
+    for check_name, c in outcome.checks.items():
+        details = c.get("details", {})
+        results.append(AssetCheckResult(
+            asset_key=snapshot_key(name),
+            check_name=check_name,
+            passed=bool(c["passed"]),
+            severity=AssetCheckSeverity.ERROR if c.get("severity") == "ERROR" else AssetCheckSeverity.WARN,
+            metadata={
+                "details": MetadataValue.json(details),
+                "snapshot/version": outcome.result.version,
+                **{k: v for k, v in details.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            },
+        ))
+    return results
+
+
 def build_snapshot_asset(catalog: Catalog, name: str, spec: SnapshotSpec) -> AssetsDefinition:
     source_kind = catalog.sources[spec.source].kind
     description = spec.description or f"Snapshot of the {spec.source} query {name}"
@@ -73,6 +96,10 @@ def build_snapshot_asset(catalog: Catalog, name: str, spec: SnapshotSpec) -> Ass
         group_name=SNAPSHOT_PREFIX,
         io_manager_key=IO_MANAGER_KEY,
         pool=source_pool(spec.source),
+        check_specs=[
+            AssetCheckSpec(d.name, asset=snapshot_key(name), blocking=d.blocking, description=d.description)
+            for d in check_defs(spec)
+        ],
         metadata={
             "query": MetadataValue.md(f"```sql\n{spec.query.strip()}\n```"),
             "key": ", ".join(spec.key),
@@ -101,9 +128,13 @@ def build_snapshot_asset(catalog: Catalog, name: str, spec: SnapshotSpec) -> Ass
                 f"{name}/{context.partition_key}: the source returned the same data as published "
                 f"version {m['version']}; nothing new was written"
             )
+        failed = [n for n, c in outcome.checks.items() if not c["passed"]]
+        if failed:
+            context.log.warning(f"{name}/{context.partition_key} version {m['version']}: checks failed: {', '.join(failed)}")
         return MaterializeResult(
             metadata=snapshot_metadata(outcome),
             data_version=DataVersion(m["version"]),
+            check_results=check_results(name, outcome),
         )
 
     return _snapshot

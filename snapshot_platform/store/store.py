@@ -26,7 +26,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -129,12 +129,18 @@ class SnapshotStore:
         batches: Iterable[pa.RecordBatch],
         fields: dict[str, Any],
         prefetch_depth: int = 2,
+        checker: Callable[[Iterator[pa.RecordBatch]], dict[str, Any]] | None = None,
+        check_columns: list[str] | None = None,
     ) -> PublishResult:
         """Write ``batches`` and publish them as a version of ``asset``/``partition``.
 
         ``fields`` holds the manifest fields the store cannot know (window, query, params, source,
         source_state, dagster_run_id, code_version, library_versions, ...). If the content is
         already published, nothing is written and the existing version is returned.
+
+        ``checker``, if given, is called with the written rows (streamed back from the staged
+        files, only ``check_columns``) before the manifest exists; what it returns is recorded in
+        the manifest under ``checks``.
         """
         self.partition_dir(asset, partition)  # validates the components before any write
         staging = self.root / ".staging" / uuid.uuid4().hex
@@ -160,6 +166,8 @@ class SnapshotStore:
                 "writer": self.settings.as_dict(),
                 **fields,
             }
+            if checker is not None:
+                manifest["checks"] = checker(self._staged_batches(staging, written, check_columns))
             raw = mf.dumps(manifest)
             if self.local:
                 created = self._place_local(staging, final, written, raw)
@@ -179,6 +187,12 @@ class SnapshotStore:
             return (staging / name).open("wb")
 
         return write_parts(batches, schema, open_part, self.settings)
+
+    def _staged_batches(self, staging: UPath, written: WrittenData, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+        cols = [c for c in columns if c in written.schema.names] if columns is not None else None
+        for part in written.parts:
+            with (staging / part.path).open("rb") as f:
+                yield from pq.ParquetFile(f).iter_batches(batch_size=65_536, columns=cols)
 
     def _place_local(self, staging: UPath, final: UPath, written: WrittenData, raw: bytes) -> bool:
         src, dst = Path(str(staging)), Path(str(final))
