@@ -1,0 +1,302 @@
+"""Integrity checks: each failure built in PostgreSQL, asserted in the manifest and in Dagster.
+
+Unit tests of the streaming logic (duplicates across batch boundaries, rules) run on Arrow batches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pytest
+from dagster import AssetIn, AssetKey, DagsterInstance, TimeWindowPartitionMapping, asset, materialize
+
+from snapshot_platform.catalog import CatalogError, parse_catalog
+from snapshot_platform.checks import History, check_defs, run_checks
+from snapshot_platform.definitions import build_assets, build_definitions, build_resources
+from snapshot_platform.gate import UntrainableSnapshot, assert_trainable
+from snapshot_platform.partitions import partitions_def
+from snapshot_platform.store import SnapshotStore, schema_to_json
+
+DAYS = ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"]
+
+
+def _catalog(url: str, **checks) -> dict:
+    return {
+        "sources": {"pg": {"kind": "postgres", "url": url, "statement_timeout_s": 30}},
+        "snapshots": {
+            "orders": {
+                "source": "pg",
+                "query": "SELECT * FROM orders WHERE day >= :partition_start AND day < :partition_end",
+                "partitions": {"cadence": "daily", "start": "2024-03-01"},
+                "key": ["order_id"],
+                "not_null": ["order_id", "amount"],
+                "checks": checks,
+            }
+        },
+    }
+
+
+def _seed(url: str, per_day: int = 50) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE orders (order_id int, day date NOT NULL, amount numeric(10,2), status text)"
+        )
+        rows = []
+        oid = 1
+        for d in DAYS:
+            for _ in range(per_day):
+                rows.append((oid, dt.date.fromisoformat(d), oid % 97 + 0.5, "paid"))
+                oid += 1
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s)", rows)
+
+
+def _run(catalog_doc: dict, storage: Path, instance: DagsterInstance, day: str, extra_assets=()):
+    catalog = parse_catalog(catalog_doc)
+    return materialize(
+        [*build_assets(catalog), *extra_assets],
+        partition_key=day,
+        instance=instance,
+        resources=build_resources(str(storage)),
+        raise_on_error=False,
+    )
+
+
+def _check_evaluations(result) -> dict[str, object]:
+    out = {}
+    for ev in result.all_events:
+        if ev.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = ev.event_specific_data
+            out[data.check_name] = data
+    return out
+
+
+@pytest.fixture
+def orders_db(pg_database: str) -> str:
+    _seed(pg_database)
+    return pg_database
+
+
+def test_clean_partitions_pass_every_check(orders_db, platform_env):
+    instance = DagsterInstance.get()
+    result = _run(_catalog(orders_db), platform_env.storage, instance, DAYS[0])
+    assert result.success
+    evals = _check_evaluations(result)
+    assert set(evals) == {"key_unique", "not_null", "min_rows", "schema_unchanged", "volume"}
+    assert all(e.passed for e in evals.values())
+    m = SnapshotStore(platform_env.storage).latest("orders", DAYS[0])
+    assert all(c["passed"] for c in m["checks"].values())
+    assert m["checks"]["key_unique"]["blocking"] is True
+    assert assert_trainable(m) == []
+
+
+def test_duplicated_key_is_caught_blocks_downstream_and_stays_as_evidence(orders_db, platform_env):
+    with psycopg.connect(orders_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders SELECT order_id, day, amount, status FROM orders WHERE order_id IN (60, 61)")
+    catalog = parse_catalog(_catalog(orders_db))
+    ran = []
+
+    @asset(
+        key=AssetKey(["downstream"]),
+        partitions_def=partitions_def(catalog.snapshots["orders"].partitions),
+        ins={"snap": AssetIn(key=AssetKey(["snapshots", "orders"]),
+                             partition_mapping=TimeWindowPartitionMapping())},
+    )
+    def downstream(snap):
+        ran.append(len(snap))
+
+    instance = DagsterInstance.get()
+    result = _run(_catalog(orders_db), platform_env.storage, instance, DAYS[1], [downstream])
+    assert not result.success, "a failed blocking check must fail the run"
+    assert ran == [], "downstream of a failed blocking check must not run"
+    evals = _check_evaluations(result)
+    assert evals["key_unique"].passed is False
+    md = evals["key_unique"].metadata
+    assert md["duplicate_rows"].value == 2
+    assert sorted(md["details"].value["examples"]) == [60, 61]
+    # the version is published as evidence, with the failed check recorded in its manifest
+    m = SnapshotStore(platform_env.storage).latest("orders", DAYS[1])
+    assert m["row_count"] == 52
+    assert m["checks"]["key_unique"]["passed"] is False
+    assert m["checks"]["key_unique"]["details"]["duplicate_rows"] == 2
+    with pytest.raises(UntrainableSnapshot, match="key_unique"):
+        assert_trainable(m)
+    assert assert_trainable(m, override_reason="known duplicate from a replayed import") == ["key_unique"]
+
+
+def test_null_in_required_column_is_caught(orders_db, platform_env):
+    with psycopg.connect(orders_db, autocommit=True) as conn:
+        conn.execute("UPDATE orders SET amount = NULL WHERE order_id IN (101, 105, 109)")
+    result = _run(_catalog(orders_db), platform_env.storage, DagsterInstance.get(), DAYS[2])
+    assert not result.success
+    evals = _check_evaluations(result)
+    assert evals["not_null"].passed is False
+    details = evals["not_null"].metadata["details"].value
+    assert details["null_rows"] == {"amount": 3}
+    assert details["examples"]["amount"] == [101, 105, 109]
+    assert evals["key_unique"].passed is True
+    m = SnapshotStore(platform_env.storage).latest("orders", DAYS[2])
+    assert m["checks"]["not_null"]["passed"] is False
+
+
+def test_dropped_and_added_columns_warn_by_default_and_block_when_asked(orders_db, platform_env, write_catalog):
+    instance = DagsterInstance.get()
+    assert _run(_catalog(orders_db), platform_env.storage, instance, DAYS[0]).success
+    with psycopg.connect(orders_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE orders DROP COLUMN status")
+        conn.execute("ALTER TABLE orders ADD COLUMN channel text DEFAULT 'web'")
+    result = _run(_catalog(orders_db), platform_env.storage, instance, DAYS[1])
+    assert result.success, "a schema change is a warning by default"
+    ev = _check_evaluations(result)["schema_unchanged"]
+    assert ev.passed is False
+    assert ev.severity.value == "WARN"
+    details = ev.metadata["details"].value
+    assert details["removed"] == ["status"] and details["added"] == ["channel"]
+    assert details["compared_with"] == DAYS[0]
+    m = SnapshotStore(platform_env.storage).latest("orders", DAYS[1])
+    assert m["checks"]["schema_unchanged"]["passed"] is False
+    assert assert_trainable(m) == []  # warnings do not gate training
+    # the UI's column schema follows the new columns
+    mat = next(e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION")
+    cols = [c.name for c in mat.event_specific_data.materialization.metadata["dagster/column_schema"].value.columns]
+    assert "channel" in cols and "status" not in cols
+
+    with psycopg.connect(orders_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12,3)")
+    blocked = _run(_catalog(orders_db, schema_change="block"), platform_env.storage, instance, DAYS[2])
+    assert not blocked.success
+    ev = _check_evaluations(blocked)["schema_unchanged"]
+    assert ev.passed is False and ev.severity.value == "ERROR"
+    assert ev.metadata["details"].value["type_changed"] == {
+        "amount": {"from": "decimal128(10, 2)", "to": "decimal128(12, 3)"}}
+
+
+def test_collapsed_volume_warns(orders_db, platform_env):
+    instance = DagsterInstance.get()
+    doc = _catalog(orders_db, volume={"trailing": 3, "tolerance": 0.5, "min_history": 3})
+    for d in DAYS[:3]:
+        assert _run(doc, platform_env.storage, instance, d).success
+    with psycopg.connect(orders_db, autocommit=True) as conn:
+        conn.execute("DELETE FROM orders WHERE day = '2024-03-04' AND order_id % 10 <> 0")
+    result = _run(doc, platform_env.storage, instance, DAYS[3])
+    assert result.success, "volume is a warning by default"
+    ev = _check_evaluations(result)["volume"]
+    assert ev.passed is False
+    details = ev.metadata["details"].value
+    assert details["row_count"] == 5 and details["trailing_median"] == 50
+    m = SnapshotStore(platform_env.storage).latest("orders", DAYS[3])
+    assert m["checks"]["volume"] == {"passed": False, "blocking": False, "severity": "WARN", "details": details}
+
+
+def test_column_rules_and_min_rows(orders_db, platform_env):
+    with psycopg.connect(orders_db, autocommit=True) as conn:
+        conn.execute("UPDATE orders SET status = 'refunded' WHERE order_id IN (201, 202)")
+        conn.execute("UPDATE orders SET amount = -5 WHERE order_id = 203")
+    doc = _catalog(orders_db, min_rows=60, columns={
+        "status": {"accepted_values": ["paid", "open"], "blocking": True},
+        "amount": {"min": 0, "max": 1000},
+    })
+    result = _run(doc, platform_env.storage, DagsterInstance.get(), DAYS[4])
+    assert not result.success
+    evals = _check_evaluations(result)
+    assert evals["min_rows"].passed is False
+    assert evals["column_rules_status"].passed is False
+    assert evals["column_rules_status"].metadata["rows_not_accepted"].value == 2
+    assert evals["column_rules_amount"].passed is False
+    assert evals["column_rules_amount"].metadata["rows_below_min"].value == 1
+    assert evals["column_rules_amount"].metadata["details"].value["examples"] == [203]
+    m = SnapshotStore(platform_env.storage).latest("orders", DAYS[4])
+    assert sorted(n for n, c in m["checks"].items() if not c["passed"]) == [
+        "column_rules_amount", "column_rules_status", "min_rows"]
+
+
+def test_republishing_the_same_version_reports_its_recorded_checks(orders_db, platform_env):
+    instance = DagsterInstance.get()
+    with psycopg.connect(orders_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders SELECT * FROM orders WHERE order_id = 10")
+    first = _run(_catalog(orders_db), platform_env.storage, instance, DAYS[0])
+    again = _run(_catalog(orders_db), platform_env.storage, instance, DAYS[0])
+    assert not first.success and not again.success
+    assert _check_evaluations(again)["key_unique"].passed is False
+    assert len(SnapshotStore(platform_env.storage).versions("orders", DAYS[0])) == 1
+
+
+def test_cli_show_and_verify_report_checks(orders_db, platform_env):
+    import subprocess
+    import sys
+
+    with psycopg.connect(orders_db, autocommit=True) as conn:
+        conn.execute("UPDATE orders SET amount = NULL WHERE order_id = 1")
+    _run(_catalog(orders_db), platform_env.storage, DagsterInstance.get(), DAYS[0])
+    cli = [sys.executable, "-m", "snapshot_platform.cli", "--storage", str(platform_env.storage)]
+    show = subprocess.run([*cli, "show", "orders", DAYS[0]], capture_output=True, text=True)
+    assert show.returncode == 0, show.stderr
+    assert "not_null" in show.stdout and "FAILED" in show.stdout and "NOT TRAINABLE" in show.stdout
+    verify = subprocess.run([*cli, "verify", "--json"], capture_output=True, text=True)
+    assert verify.returncode == 0, "check failures are not integrity mismatches"
+    report = json.loads(verify.stdout)
+    assert report["results"][0]["failed_blocking_checks"] == ["not_null"]
+    strict = subprocess.run([*cli, "verify", "--fail-on-checks"], capture_output=True, text=True)
+    assert strict.returncode == 1
+    assert "blocking checks failed (not trainable): not_null" in strict.stdout
+
+
+def test_freshness_policy_follows_cadence(platform_env):
+    defs = build_definitions()
+    graph = defs.resolve_asset_graph()
+    policy = graph.get(AssetKey(["snapshots", "customer_data"])).freshness_policy
+    assert policy is not None
+    assert policy.fail_window.to_timedelta() == dt.timedelta(days=2)
+    assert policy.warn_window.to_timedelta() == dt.timedelta(hours=30)
+
+
+# ------------------------------------------------------------------ streaming logic, no database
+
+
+def _spec(**checks):
+    cat = parse_catalog({
+        "sources": {"s": {"kind": "sqlite", "path": "x.sqlite"}},
+        "snapshots": {"t": {"source": "s", "query": "SELECT :partition_start, :partition_end",
+                            "partitions": {"cadence": "daily", "start": "2024-01-01"},
+                            "key": ["a", "b"], "not_null": ["a"], "checks": checks}},
+    })
+    return cat.snapshots["t"]
+
+
+def test_duplicates_found_across_batch_boundaries_and_with_composite_keys():
+    spec = _spec()
+    b1 = pa.record_batch({"a": [1, 1, 2], "b": ["x", "y", "y"]})
+    b2 = pa.record_batch({"a": [2, 3], "b": ["y", "z"]})  # (2, y) continues across the boundary
+    b3 = pa.record_batch({"a": [3, None, None], "b": ["z", "q", "q"]})  # NULL keys are not equal
+    out = run_checks(spec, schema_to_json(b1.schema), [b1, b2, b3], History())
+    assert out["key_unique"]["passed"] is False
+    assert out["key_unique"]["details"]["duplicate_rows"] == 2
+    assert out["key_unique"]["details"]["examples"] == [[2, "y"], [3, "z"]]
+    assert out["not_null"]["details"]["null_rows"] == {"a": 2}
+
+
+def test_rules_on_a_missing_or_non_numeric_column_fail_with_a_reason():
+    spec = _spec(columns={"b": {"min": 0}, "zz": {"accepted_values": [1]}})
+    b = pa.record_batch({"a": [1], "b": ["x"]})
+    out = run_checks(spec, schema_to_json(b.schema), [b], History())
+    assert out["column_rules_b"]["passed"] is False
+    assert "numeric" in out["column_rules_b"]["details"]["problem"]
+    assert out["column_rules_zz"]["details"]["problem"] == "column not in the snapshot"
+
+
+def test_check_definitions_follow_the_catalog():
+    names = {d.name: d.blocking for d in check_defs(_spec(schema_change="block", volume={"blocking": True},
+                                                          columns={"b": {"max_null_fraction": 0.1}}))}
+    assert names == {"key_unique": True, "not_null": True, "min_rows": True, "schema_unchanged": True,
+                     "volume": True, "column_rules_b": False}
+
+
+def test_bad_check_config_is_a_catalog_error():
+    with pytest.raises(CatalogError, match=r"snapshots\.t: field 'checks\.columns\.b'"):
+        _spec(columns={"b": {}})
+    with pytest.raises(CatalogError, match=r"field 'checks\.schema_change'"):
+        _spec(schema_change="sometimes")
