@@ -53,16 +53,41 @@ class EnvRef(_Strict):
         return f"${{{self.env}}}"
 
 
-SecretRef = EnvRef
-SecretOrLiteral = Union[EnvRef, str]
+class AwsSecretRef(_Strict):
+    """A value kept in AWS Secrets Manager: ``{aws_secret: NAME, key: password, region: eu-west-1}``.
+
+    Fetched when a connection opens (``VersionStage=AWSCURRENT``), kept in memory only, and fetched
+    again after an authentication failure, so a rotated secret is picked up. ``key`` picks one field
+    of a JSON secret (the usual ``{"username": ..., "password": ...}``); without it the whole
+    ``SecretString`` is the value.
+    """
+
+    aws_secret: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9/_+=.@:-]+$")
+    key: str | None = Field(default=None, min_length=1, max_length=256)
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
+
+    def describe(self) -> str:
+        return f"aws-secret:{self.aws_secret}" + (f"#{self.key}" if self.key else "")
+
+
+SecretRef = Union[EnvRef, AwsSecretRef]
+SecretOrLiteral = Union[EnvRef, AwsSecretRef, str]
 
 
 class SecretMissingError(RuntimeError):
     pass
 
 
-def resolve(value: SecretOrLiteral) -> str:
-    """The plain value of a literal or a reference. Errors name the variable, never a value."""
+def resolve(value: SecretOrLiteral, refresh: bool = False) -> str:
+    """The plain value of a literal or a reference. Errors name the variable, never a value.
+
+    ``refresh=True`` fetches an AWS secret again instead of using the in-memory copy (after an
+    authentication failure: the secret may have been rotated).
+    """
+    if isinstance(value, AwsSecretRef):
+        from snapshot_platform.secrets import fetch_aws_secret
+
+        return fetch_aws_secret(value, refresh=refresh)
     if isinstance(value, EnvRef):
         got = os.environ.get(value.env)
         if got is None or got == "":
@@ -96,24 +121,162 @@ class SqliteSourceSpec(_SourceBase):
     path: SecretOrLiteral
 
 
+def _no_literal_password_in_url(v: SecretOrLiteral | None) -> SecretOrLiteral | None:
+    literal = v.default if isinstance(v, EnvRef) else v
+    if isinstance(literal, str) and literal and _url_has_password(literal):
+        raise ValueError(
+            "contains a literal password; put the URL in an environment variable and write "
+            "url: {env: NAME} (or the password alone in password: {aws_secret: NAME, key: password})"
+        )
+    return v
+
+
 class PostgresSourceSpec(_SourceBase):
     kind: Literal["postgres"]
     url: SecretOrLiteral
+    password: SecretRef | None = Field(
+        default=None, description="overrides the URL's password: {env: NAME} or {aws_secret: NAME, key: password}"
+    )
     fetch_batch_rows: int = Field(default=65_536, ge=1_000, le=4_000_000)
+    max_replica_lag_s: float | None = Field(
+        default=None, gt=0, description="refuse to read from a replica whose replay is further behind"
+    )
 
     @field_validator("url")
     @classmethod
     def _no_literal_password(cls, v: SecretOrLiteral) -> SecretOrLiteral:
-        literal = v.default if isinstance(v, EnvRef) else v
-        if literal and _url_has_password(literal):
-            raise ValueError(
-                "contains a literal password; put the URL in an environment variable and write "
-                "url: {env: NAME}"
-            )
-        return v
+        return _no_literal_password_in_url(v)
 
 
-SourceSpec = Annotated[Union[SqliteSourceSpec, PostgresSourceSpec], Field(discriminator="kind")]
+class MySQLSourceSpec(_SourceBase):
+    """MySQL or MariaDB: ``url: {env: NAME}`` holding ``mysql://user:password@host:3306/database``."""
+
+    kind: Literal["mysql"]
+    url: SecretOrLiteral
+    password: SecretRef | None = Field(default=None, description="overrides the URL's password")
+    ssl_ca: SecretOrLiteral | None = Field(default=None, description="CA file: TLS with a verified server")
+    fetch_batch_rows: int = Field(default=50_000, ge=100, le=4_000_000)
+
+    @field_validator("url")
+    @classmethod
+    def _no_literal_password(cls, v: SecretOrLiteral) -> SecretOrLiteral:
+        return _no_literal_password_in_url(v)
+
+
+class RedshiftIamSpec(_Strict):
+    """Machine identity: temporary credentials from ``redshift:GetClusterCredentials``."""
+
+    cluster_identifier: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    db_user: str = Field(min_length=1, max_length=128)
+    auto_create: bool = False
+    db_groups: list[str] = []
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
+    duration_s: int = Field(default=900, ge=900, le=3600)
+    endpoint_url: str | None = Field(default=None, description="a Redshift API endpoint (tests, VPC endpoints)")
+
+
+class RedshiftSourceSpec(_SourceBase):
+    """Redshift over the PostgreSQL protocol: stored credentials (``url``) or IAM (``iam``)."""
+
+    kind: Literal["redshift"]
+    url: SecretOrLiteral | None = Field(default=None, description="postgresql://user:password@host:5439/db")
+    password: SecretRef | None = Field(default=None, description="overrides the URL's password")
+    host: str | None = Field(default=None, description="the cluster endpoint (with iam)")
+    port: int = Field(default=5439, ge=1, le=65535)
+    database: str | None = Field(default=None, description="the database (with iam)")
+    iam: RedshiftIamSpec | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "require"
+    fetch_batch_rows: int = Field(default=10_000, ge=100, le=1_000_000)
+
+    @field_validator("url")
+    @classmethod
+    def _no_literal_password(cls, v: SecretOrLiteral | None) -> SecretOrLiteral | None:
+        return _no_literal_password_in_url(v)
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> "RedshiftSourceSpec":
+        if (self.url is None) == (self.iam is None):
+            raise ValueError("give either url (stored credentials) or iam (GetClusterCredentials), not both")
+        if self.iam is not None and (not self.host or not self.database):
+            raise ValueError("iam needs host and database")
+        if self.iam is not None and self.password is not None:
+            raise ValueError("password is for stored credentials; iam issues its own")
+        return self
+
+
+class BigQuerySourceSpec(_SourceBase):
+    """BigQuery: a service account key (file or JSON in a secret) or Application Default Credentials."""
+
+    kind: Literal["bigquery"]
+    project: str = Field(pattern=r"^[a-z][a-z0-9:.-]{0,127}$", description="the project that runs (and pays for) the jobs")
+    location: str | None = None
+    credentials_file: SecretOrLiteral | None = Field(default=None, description="service account key file")
+    credentials_json: SecretRef | None = Field(default=None, description="service account key JSON in a secret")
+    anonymous: bool = Field(default=False, description="no credentials at all: only for an emulator (api_endpoint)")
+    api_endpoint: str | None = Field(default=None, description="REST endpoint (emulators, private endpoints)")
+    storage_api: bool = Field(default=True, description="read results through the Storage Read API (Arrow)")
+    storage_api_endpoint: str | None = Field(default=None, description="host:port of the Storage Read API")
+    maximum_bytes_billed: int = Field(default=10 * 2**30, ge=1, description="a query that would bill more fails")
+    window_param_type: Literal["TIMESTAMP", "DATETIME", "DATE"] = "TIMESTAMP"
+    fetch_batch_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> "BigQuerySourceSpec":
+        if self.credentials_file is not None and self.credentials_json is not None:
+            raise ValueError("give credentials_file or credentials_json, not both (neither: Application Default Credentials)")
+        if self.anonymous and (self.api_endpoint is None or self.credentials_file or self.credentials_json):
+            raise ValueError("anonymous is only for an emulator: it needs api_endpoint and no credentials")
+        return self
+
+
+class SnowflakeSourceSpec(_SourceBase):
+    """Snowflake: password or key-pair authentication."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    kind: Literal["snowflake"]
+    account: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,255}$")
+    user: SecretOrLiteral
+    password: SecretRef | None = None
+    private_key: SecretRef | None = Field(default=None, description="PEM private key (key-pair authentication)")
+    private_key_file: SecretOrLiteral | None = Field(default=None, description="PEM private key file")
+    private_key_passphrase: SecretRef | None = None
+    warehouse: str | None = None
+    database: str | None = None
+    schema_name: str | None = Field(default=None, alias="schema")
+    role: str | None = Field(default=None, description="a role that can only SELECT")
+    host: str | None = Field(default=None, description="PrivateLink host or an emulator")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    protocol: Literal["https", "http"] = "https"
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> "SnowflakeSourceSpec":
+        given = [n for n in ("password", "private_key", "private_key_file") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of password, private_key, private_key_file")
+        if self.private_key_passphrase is not None and self.password is not None:
+            raise ValueError("private_key_passphrase goes with private_key or private_key_file")
+        if self.protocol == "http" and self.host not in {"127.0.0.1", "localhost", "::1"}:
+            raise ValueError("protocol http is only for an emulator on this machine")
+        return self
+
+
+SNAPSHOT_TIME_PARAM = "snapshot_time"
+SOURCE_KINDS = ("sqlite", "postgres", "mysql", "redshift", "bigquery", "snowflake")
+# engines whose queries may pin their tables to the read's start with :snapshot_time
+SNAPSHOT_TIME_KINDS = ("bigquery", "snowflake")
+
+SourceSpec = Annotated[
+    Union[
+        SqliteSourceSpec,
+        PostgresSourceSpec,
+        MySQLSourceSpec,
+        RedshiftSourceSpec,
+        BigQuerySourceSpec,
+        SnowflakeSourceSpec,
+    ],
+    Field(discriminator="kind"),
+]
 
 
 # ---------------------------------------------------------------- snapshots
@@ -210,11 +373,12 @@ class SnapshotSpec(_Strict):
                 + " and ".join(f":{m}" for m in missing)
                 + " (the half-open window [:partition_start, :partition_end) is bound by the driver)"
             )
-        unknown = sorted(set(names) - set(WINDOW_PARAMS))
+        unknown = sorted(set(names) - set(WINDOW_PARAMS) - {SNAPSHOT_TIME_PARAM})
         if unknown:
             raise ValueError(
                 "uses unknown parameters " + ", ".join(f":{u}" for u in unknown)
                 + "; only :partition_start and :partition_end are bound"
+                + f" (and :{SNAPSHOT_TIME_PARAM} on " + ", ".join(SNAPSHOT_TIME_KINDS) + ")"
             )
         return q
 
@@ -239,9 +403,109 @@ class SnapshotSpec(_Strict):
         return tags
 
 
+# ---------------------------------------------------------------- models (training assets)
+
+_IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+
+
+def _column_list(cols: list[str]) -> list[str]:
+    for c in cols:
+        if not c or len(c) > 128 or any(ch in c for ch in "\x00\n\r"):
+            raise ValueError(f"column name {c!r} is not usable")
+    if len(set(cols)) != len(cols):
+        raise ValueError("lists a column twice")
+    return cols
+
+
+class EstimatorSpec(_Strict):
+    """A scikit-learn estimator (or a factory returning one, e.g. a pipeline) by import path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    class_path: str = Field(alias="class", pattern=_IMPORT_PATH)
+    params: dict[str, Any] = {}
+
+    @field_validator("class_path")
+    @classmethod
+    def _importable(cls, path: str) -> str:
+        from snapshot_platform.training.estimator import check_estimator_path
+
+        check_estimator_path(path)  # ValueError names what is wrong
+        return path
+
+    @model_validator(mode="after")
+    def _constructible(self) -> "EstimatorSpec":
+        from snapshot_platform.training.estimator import make_estimator
+
+        make_estimator(self.class_path, self.params)  # unknown or bad params fail here, not at training
+        return self
+
+
+class SplitSpec(_Strict):
+    """Train/test split by a stable hash of the ``by`` columns: a row keeps its side across versions."""
+
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    by: list[str] | None = Field(default=None, description="default: the snapshot's key")
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("by")
+    @classmethod
+    def _columns(cls, cols: list[str] | None) -> list[str] | None:
+        if cols is not None:
+            if not cols:
+                raise ValueError("must name at least one column")
+            _column_list(cols)
+        return cols
+
+
+class ModelSpec(_Strict):
+    """A training asset ``models/<name>``: an estimator fitted on pinned versions of one snapshot."""
+
+    snapshot: str
+    description: str = ""
+    partitions: int = Field(default=1, ge=1, le=10_000,
+                            description="model partition P trains on this many snapshot partitions ending with P")
+    features: list[str] = Field(min_length=1)
+    target: str = Field(min_length=1, max_length=128)
+    estimator: EstimatorSpec
+    split: SplitSpec = SplitSpec()
+    tags: dict[str, str] = {}
+    owners: list[str] = []
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, cols: list[str]) -> list[str]:
+        return _column_list(cols)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for k, v in tags.items():
+            if not _TAG_KEY.match(k) or not isinstance(v, str) or not _TAG_VALUE.match(v):
+                raise ValueError(f"tag {k!r}: key and value must match [A-Za-z0-9_.-], at most 63 characters")
+        return tags
+
+    @model_validator(mode="after")
+    def _target_apart(self) -> "ModelSpec":
+        if self.target in self.features:
+            raise ValueError(f"target {self.target!r} is also listed in features")
+        if self.split.by and self.target in self.split.by:
+            raise ValueError(f"split.by must not contain the target {self.target!r}")
+        return self
+
+    def spec_json(self) -> dict[str, Any]:
+        """The entry as the catalog writes it (``estimator.class``), for logging with a run."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
 class Catalog(_Strict):
     sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SourceSpec]
     snapshots: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SnapshotSpec]
+    models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelSpec] = {}
     path: str = Field(default="<memory>", exclude=True)
 
     def source_of(self, snapshot: str) -> tuple[str, Any]:
@@ -256,9 +520,9 @@ def _field_path(loc: tuple[Any, ...]) -> tuple[str, str]:
     """('snapshots', 'x', 'partitions', 'cadence') -> ('snapshots.x', 'partitions.cadence')."""
     parts = [str(p) for p in loc]
     # discriminated unions put the tag into the location: sources.warehouse.postgres.url
-    if len(parts) >= 3 and parts[0] == "sources" and parts[2] in {"sqlite", "postgres"}:
+    if len(parts) >= 3 and parts[0] == "sources" and parts[2] in SOURCE_KINDS:
         parts = parts[:2] + parts[3:]
-    if parts and parts[0] in {"sources", "snapshots"} and len(parts) >= 2:
+    if parts and parts[0] in {"sources", "snapshots", "models"} and len(parts) >= 2:
         return f"{parts[0]}.{parts[1]}", ".".join(parts[2:]) or "(the entry)"
     return "(top level)", ".".join(parts) or "(document)"
 
@@ -277,7 +541,7 @@ def parse_catalog(data: Any, path: str = "<memory>") -> Catalog:
             if err["type"] == "extra_forbidden":
                 msg = "unknown field (a misspelling? unknown fields are errors, not ignored)"
             elif err["type"] == "union_tag_invalid":
-                msg = "unknown kind; supported kinds: sqlite, postgres"
+                msg = "unknown kind; supported kinds: " + ", ".join(SOURCE_KINDS)
             problems.append(f"{path}: {entry}: field '{field}': {msg}")
         raise CatalogError(problems) from None
     problems = []
@@ -286,6 +550,20 @@ def parse_catalog(data: Any, path: str = "<memory>") -> Catalog:
             known = ", ".join(sorted(catalog.sources)) or "none"
             problems.append(
                 f"{path}: snapshots.{name}: field 'source': unknown source {snap.source!r} (known: {known})"
+            )
+        elif SNAPSHOT_TIME_PARAM in {p.name for p in find_placeholders(snap.query)}:
+            kind = catalog.sources[snap.source].kind
+            if kind not in SNAPSHOT_TIME_KINDS:
+                problems.append(
+                    f"{path}: snapshots.{name}: field 'query': :{SNAPSHOT_TIME_PARAM} pins tables to the read's "
+                    f"start on {', '.join(SNAPSHOT_TIME_KINDS)}; a {kind} source reads one consistent snapshot "
+                    "without it"
+                )
+    for name, model in catalog.models.items():
+        if model.snapshot not in catalog.snapshots:
+            known = ", ".join(sorted(catalog.snapshots)) or "none"
+            problems.append(
+                f"{path}: models.{name}: field 'snapshot': unknown snapshot {model.snapshot!r} (known: {known})"
             )
     if problems:
         raise CatalogError(problems)

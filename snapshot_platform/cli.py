@@ -6,6 +6,7 @@ Every subcommand takes ``--json`` for scripts. ``verify`` exits non-zero on any 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -13,7 +14,13 @@ import click
 
 from snapshot_platform.catalog import CatalogError, load_catalog
 from snapshot_platform.gate import blocking_failures
-from snapshot_platform.store import ManifestError, SnapshotNotFound, SnapshotStore, default_storage_url
+from snapshot_platform.store import (
+    IntegrityError,
+    ManifestError,
+    SnapshotNotFound,
+    SnapshotStore,
+    default_storage_url,
+)
 
 
 def _emit(obj: Any) -> None:
@@ -187,6 +194,238 @@ def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: 
         sys.exit(1)
     if bad:
         sys.exit(1)
+
+
+# ---------------------------------------------------------------- training: reproduce, compare, diff
+
+
+class _CannotProceed(click.ClickException):
+    """Exit status 2: the command could not do its job (a run, lock or version is missing or corrupt)."""
+
+    exit_code = 2
+
+
+def _tracking(tracking_uri: str | None) -> Any:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from snapshot_platform.training.mlflow_logging import MlflowTracking
+
+    return MlflowTracking(tracking_uri)
+
+
+def _fail(as_json: bool, message: str, **fields: Any) -> None:
+    if as_json:
+        _emit({**fields, "error": message})
+    raise _CannotProceed(message)
+
+
+_tracking_option = click.option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<platform home>/mlflow.db).",
+)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _echo_shifts(d: dict[str, Any], indent: str) -> None:
+    shifts = []
+    for col, c in (d.get("columns") or {}).items():
+        s = c.get("shift") or {}
+        if s.get("mean"):
+            shifts.append(f"{col} mean {_fmt(c['a']['mean'])} → {_fmt(c['b']['mean'])} ({s['mean']:+.4g})")
+        if s.get("null_fraction"):
+            shifts.append(f"{col} nulls {s['null_fraction']:+.2%}")
+    if shifts:
+        click.echo(f"{indent}shifts: " + "; ".join(shifts))
+
+
+def _echo_diff(d: dict[str, Any], indent: str = "  ") -> None:
+    where = f"{d['asset']}/{d['partition']}"
+    va, vb = d.get("version_a") or "(absent)", d.get("version_b") or "(absent)"
+    if d.get("error"):
+        click.echo(f"{indent}{where}  {va} → {vb}  cannot diff: {d['error']}")
+        return
+    if d.get("same_version"):
+        click.echo(f"{indent}{where}  {va}  same version, {d['rows_a']} rows")
+        return
+    click.echo(f"{indent}{where}  {va} → {vb}  rows {d['rows_a']} → {d['rows_b']}: "
+               f"added {d['rows_added']}, removed {d['rows_removed']}, changed {d['rows_changed']}")
+    if d.get("changed_by_column"):
+        click.echo(f"{indent}    changed columns: " + ", ".join(f"{k} {n}" for k, n in d["changed_by_column"].items()))
+    for sc in d.get("schema_changes") or []:
+        click.echo(f"{indent}    schema: {sc['column']} {sc['change']} ({sc['type_a'] or '-'} → {sc['type_b'] or '-'})")
+    _echo_shifts(d, indent + "    ")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_tracking_option
+@click.option("--allow-failed-checks-reason", default=None,
+              help="Retrain even on versions that failed a blocking check (the run's own recorded reason wins).")
+@click.pass_context
+def reproduce(ctx: click.Context, run_id: str, as_json: bool, tracking_uri: str | None,
+              allow_failed_checks_reason: str | None) -> None:
+    """Retrain MLflow run RUN_ID from its snapshot lock and compare metrics.
+
+    Loads exactly the versions the run recorded (hash-verified, even when newer ones exist), retrains
+    with the run's logged spec and seed, and compares every metric and the test predictions. Exit 0
+    when identical, 1 when they differ, 2 when the run or its data cannot be had.
+    """
+    from snapshot_platform.training.lock import LockError
+    from snapshot_platform.training.mlflow_logging import RunNotFound
+    from snapshot_platform.training.reproduce import CannotReproduce, reproduce_run
+
+    try:
+        report = reproduce_run(run_id, _tracking(tracking_uri), _store(ctx), allow_failed_checks_reason)
+    except (CannotReproduce, RunNotFound, LockError) as exc:
+        _fail(as_json, f"cannot reproduce run {run_id}: {exc}", run_id=run_id, identical=False)
+        return
+    if as_json:
+        _emit(report)
+    else:
+        click.echo(f"run {run_id}: model {report['model']} partition {report['model_partition']}")
+        for s in report["snapshots"]:
+            click.echo(f"  data     {s['asset']}/{s['partition']} version {s['version']} ({s['rows']} rows), "
+                       "hash-verified against the lock")
+        click.echo(f"  {'metric':<12} {'recorded':<22} {'reproduced':<22}")
+        for k, m in report["metrics"].items():
+            mark = "identical" if m["identical"] else "DIFFERS"
+            click.echo(f"  {k:<12} {m['recorded']!r:<22} {m['reproduced']!r:<22} {mark}")
+        p = report["predictions"]
+        click.echo(f"  predictions  {'identical' if p['identical'] else 'DIFFER'} (sha256 {str(p['reproduced'])[:16]})")
+        cv = report["code_version"]
+        click.echo(f"  code version {cv['current']}" + (" (same)" if cv["same"] else f" (the run had {cv['recorded']})"))
+        if report["library_differences"]:
+            click.echo("  libraries    " + ", ".join(f"{k} {v['recorded']} → {v['current']}"
+                                                      for k, v in report["library_differences"].items()))
+        if report["identical"]:
+            click.echo("REPRODUCED: identical metrics and predictions")
+        else:
+            bad = [k for k, m in report["metrics"].items() if not m["identical"]]
+            if not p["identical"]:
+                bad.append("predictions")
+            click.echo(f"NOT REPRODUCED: {', '.join(bad)} differ", err=True)
+    if not report["identical"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@_tracking_option
+@click.option("--batch-rows", default=65_536, show_default=True, type=click.IntRange(1),
+              help="Rows per streamed batch in the data diffs.")
+@click.pass_context
+def compare(ctx: click.Context, run_a: str, run_b: str, as_json: bool, tracking_uri: str | None,
+            batch_rows: int) -> None:
+    """Compare two MLflow training runs: did the model improve, or did the data change?
+
+    Metric deltas (b − a), model spec changes, and for each snapshot partition either run trained on
+    a keyed data diff of the two versions: rows added, removed, changed, schema changes, and the shift
+    of each column's summary statistics.
+    """
+    from snapshot_platform.training.compare import compare_runs
+    from snapshot_platform.training.lock import LockError
+    from snapshot_platform.training.mlflow_logging import RunNotFound
+
+    try:
+        report = compare_runs(run_a, run_b, _tracking(tracking_uri), _store(ctx), batch_rows=batch_rows)
+    except (RunNotFound, LockError) as exc:
+        _fail(as_json, f"cannot compare: {exc}", run_a=run_a, run_b=run_b)
+        return
+    if as_json:
+        _emit(report)
+        return
+    click.echo(f"a = run {run_a} ({report['model_a']})")
+    click.echo(f"b = run {run_b} ({report['model_b']})")
+    click.echo(f"metrics        {'a':<12} {'b':<12} {'b − a':<12}")
+    for k, m in report["metrics"].items():
+        better = {"a": "a better", "b": "b better", "same": "same"}.get(m["better"] or "", "")
+        delta = f"{m['delta']:+.6g}" if m["delta"] is not None else "-"
+        click.echo(f"  {k:<12} {_fmt(m['a']):<12} {_fmt(m['b']):<12} {delta:<12} {better}")
+    click.echo("data (every snapshot partition either run trained on)")
+    for d in report["data"]:
+        _echo_diff(d, "  ")
+    if report["spec_changes"]:
+        click.echo("model spec changes")
+        for c in report["spec_changes"]:
+            click.echo(f"  {c['field']}: {c['a']!r} → {c['b']!r}")
+    else:
+        cv = report["code_version"]
+        click.echo("model spec: unchanged" + ("" if cv["same"] else f" (code version {cv['a']} → {cv['b']})"))
+    click.echo(f"verdict: {report['verdict']['text']}")
+
+
+@main.command(name="diff")
+@click.argument("name")
+@click.argument("partition")
+@click.option("--from", "version_from", required=True, help="The older version id.")
+@click.option("--to", "version_to", default=None, help="The newer version id (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
+@click.option("--batch-rows", default=65_536, show_default=True, type=click.IntRange(1),
+              help="Rows per streamed batch (memory stays bounded by about two batches per side).")
+@click.pass_context
+def diff_(ctx: click.Context, name: str, partition: str, version_from: str, version_to: str | None,
+          as_json: bool, batch_rows: int) -> None:
+    """Diff two versions of snapshot NAME partition PARTITION, keyed on the catalog key, streamed."""
+    from snapshot_platform.training.diff import DiffError, diff_versions
+
+    store = _store(ctx)
+    try:
+        a = store.read_manifest(name, partition, version_from)
+        b = store.read_manifest(name, partition, version_to)
+        d = diff_versions(store, a, b, batch_rows=batch_rows)
+    except (SnapshotNotFound, ManifestError, DiffError, ValueError) as exc:
+        _fail(as_json, str(exc), asset=name, partition=partition)
+        return
+    except IntegrityError as exc:
+        _fail(as_json, f"corrupt snapshot: {exc}", asset=name, partition=partition)
+        return
+    if as_json:
+        _emit(d)
+        return
+    _echo_diff(d, "")
+    if d.get("method") and not d.get("same_version"):
+        click.echo(f"    ({d['method']}, key {', '.join(d['key'])})")
+
+
+@main.command()
+@click.option("--apply", "apply_", is_flag=True,
+              help="Write the limits into the Dagster instance at $DAGSTER_HOME (else only print them).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def pools(ctx: click.Context, apply_: bool, as_json: bool) -> None:
+    """Each source's max_concurrent_queries as the limit of its Dagster pool (source_<name>)."""
+    from snapshot_platform.source_resources import apply_pool_limits, pool_limits
+
+    try:
+        catalog = load_catalog(ctx.obj["catalog"])
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from None
+    limits = pool_limits(catalog)
+    changed: dict[str, int] = {}
+    if apply_:
+        from dagster import DagsterInstance
+
+        if not os.environ.get("DAGSTER_HOME"):
+            raise click.ClickException("DAGSTER_HOME is not set: there is no instance to write the limits into")
+        with DagsterInstance.get() as instance:
+            changed = apply_pool_limits(instance, catalog)
+    if as_json:
+        _emit({"pools": limits, "changed": changed, "applied": apply_})
+        return
+    for pool, limit in limits.items():
+        note = " (set)" if pool in changed else (" (already)" if apply_ else "")
+        click.echo(f"{pool}: {limit}{note}")
+    if not apply_:
+        click.echo("apply with: snapshot-platform pools --apply   (or: dagster instance concurrency set POOL N)")
 
 
 @main.command()

@@ -21,6 +21,7 @@ from dagster import (
     define_asset_job,
 )
 
+from snapshot_platform.assets.models import MLFLOW_RESOURCE_KEY, MlflowResource, build_model_assets
 from snapshot_platform.assets.snapshots import IO_MANAGER_KEY, SNAPSHOT_PREFIX, build_snapshot_assets, snapshot_key
 from snapshot_platform.catalog import Catalog, load_catalog
 from snapshot_platform.partitions import freshness_policy
@@ -43,11 +44,16 @@ def build_schedules(catalog: Catalog) -> list[ScheduleDefinition]:
 
 def build_resources(storage_url: str | None = None) -> dict[str, Any]:
     store = SnapshotStoreResource(storage_url=storage_url) if storage_url else SnapshotStoreResource()
-    return {"snapshot_store": store, IO_MANAGER_KEY: SnapshotIOManager(store=store)}
+    return {
+        "snapshot_store": store,
+        IO_MANAGER_KEY: SnapshotIOManager(store=store),
+        MLFLOW_RESOURCE_KEY: MlflowResource(),
+    }
 
 
 def build_assets(catalog: Catalog) -> list[AssetsDefinition]:
-    return build_snapshot_assets(catalog)
+    """Every asset, in one place: the snapshots, then the models trained on them."""
+    return [*build_snapshot_assets(catalog), *build_model_assets(catalog)]
 
 
 def with_snapshot_freshness(spec: AssetSpec) -> AssetSpec:

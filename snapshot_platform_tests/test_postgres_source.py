@@ -45,12 +45,12 @@ def make_catalog(url: Any, query: str, key: list[str], name: str = "snap", **sou
     )
 
 
-def sql(url: str, *statements: str, params: Any = None) -> list[tuple]:
+def sql(url: str, *statements: str) -> list[tuple]:
     """Run statements on the test database (autocommit); the rows of the last one."""
     rows: list[tuple] = []
     with psycopg.connect(url, autocommit=True) as conn:
         for s in statements:
-            cur = conn.execute(s, params) if params is not None and s is statements[-1] else conn.execute(s)
+            cur = conn.execute(s)
             rows = cur.fetchall() if cur.description else []
     return rows
 
@@ -270,6 +270,30 @@ def test_half_open_window_on_a_timestamptz_column(pg_database: str, store: Snaps
         dt.datetime(2024, 3, 10, 23, 59, 59, 999999, tzinfo=UTC),
         dt.datetime(2024, 3, 10, 23, 30, tzinfo=UTC),
     ]
+
+
+def test_half_open_window_on_a_timestamp_column_is_read_as_utc(pg_database: str, store: SnapshotStore) -> None:
+    """``timestamp`` (no zone) values are compared with the UTC window, whatever the database's zone."""
+    db = pg_database.rsplit("/", 1)[1]
+    sql(
+        pg_database,
+        f"ALTER DATABASE \"{db}\" SET timezone TO 'Asia/Kolkata'",
+        "CREATE TABLE events (id int PRIMARY KEY, at timestamp NOT NULL)",
+        """
+        INSERT INTO events VALUES
+          (1, '2024-03-09 23:59:59.999999'), (2, '2024-03-10 00:00:00'),
+          (3, '2024-03-10 23:59:59.999999'), (4, '2024-03-11 00:00:00')
+        """,
+    )
+    catalog = make_catalog(
+        pg_database,
+        "SELECT id, at FROM events WHERE at >= :partition_start AND at < :partition_end",
+        ["id"],
+    )
+    take_snapshot(catalog, "snap", DAY, store)
+    table = store.read_table("snap", DAY)
+    assert table.column("id").to_pylist() == [2, 3]
+    assert table.column("at").to_pylist()[0] == dt.datetime(2024, 3, 10)
 
 
 # ---------------------------------------------------------------- determinism

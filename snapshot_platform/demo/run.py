@@ -1,17 +1,25 @@
-"""``make demo``: the whole flow on embedded defaults, through Dagster, in a few seconds.
+"""``make demo``: the whole flow on embedded defaults, through Dagster, in well under a minute.
+
+Snapshot three days of a SQLite "production" database, train ``models/churn`` on them (logged to
+MLflow with its lineage), let production move on, snapshot and retrain, reproduce the first model
+exactly from its MLflow run id, and compare the two runs: did the model improve or did the data change?
 
 Everything lives under ``$SNAPSHOT_PLATFORM_HOME`` (default ``~/.snapshot_platform``): the SQLite
-"production" database, the snapshot storage, and the Dagster home whose run history the UI shows.
+"production" database, the snapshot storage, the Dagster home whose run history the UI shows, and
+the MLflow store (``mlflow.db`` and ``mlartifacts/``; ``$MLFLOW_TRACKING_URI`` overrides).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 from dagster import DagsterInstance, materialize
 
+from snapshot_platform.assets.models import model_key
 from snapshot_platform.assets.snapshots import snapshot_key
 from snapshot_platform.catalog import load_catalog
 from snapshot_platform.definitions import build_assets, build_resources
@@ -75,7 +83,8 @@ def run_demo(fresh: bool = False) -> None:
             for ev in result.get_asset_materialization_events()
             if ev.event_specific_data.materialization.asset_key == key
         )
-        return str(md[VERSION_METADATA_KEY].value), bool(md["snapshot/new_version"].value), int(md["dagster/row_count"].value)
+        return (str(md[VERSION_METADATA_KEY].value), bool(md["snapshot/new_version"].value),
+                int(md["dagster/row_count"].value))
 
     days = ["2024-01-01", "2024-01-02", "2024-01-03"]
     _say("\n1. Snapshot three daily partitions through Dagster")
@@ -89,22 +98,94 @@ def run_demo(fresh: bool = False) -> None:
     version, new, _ = snap(days[0])
     _say(f"   {name}/{days[0]}: version {version}  new version: {new}")
 
-    _say("\n3. Production moves on: churn labels change for customers who signed up on 2024-01-02")
+    model = "churn"
+    mkey = model_key(model)
+    if model not in catalog.models:
+        raise click.ClickException(f"the demo needs the demo catalog; {catalog.path} has no model {model!r}")
+    import mlflow  # noqa: F401  (MLflow configures its loggers on import: quiet them afterwards)
+
+    for noisy in ("mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    def fit(pk: str) -> dict[str, Any]:
+        result = materialize(assets, selection=[mkey], partition_key=pk, instance=instance,
+                             resources=resources, tags={"snapshot_platform/demo": "true"},
+                             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        md = next(
+            ev.event_specific_data.materialization.metadata
+            for ev in result.get_asset_materialization_events()
+            if ev.event_specific_data.materialization.asset_key == mkey
+        )
+        return {k: v.value for k, v in md.items()}
+
+    def show_metrics(md: dict[str, Any]) -> str:
+        return ", ".join(f"{k.split('/', 1)[1]} {v:.3f}" for k, v in md.items() if k.startswith("metric/"))
+
+    train_pk = days[-1]
+    spec = catalog.models[model]
+    _say(f"\n3. Train models/{model} for {train_pk} on the {spec.partitions} snapshots ending with it, "
+         "logged to MLflow")
+    first_run = fit(train_pk)
+    run_a = first_run["mlflow/run_id"]
+    _say(f"   MLflow run {run_a}: {show_metrics(first_run)}")
+    _say(f"   registered model: {first_run['mlflow/registered_model']} ({first_run['mlflow/model_format']} format)")
+    for pk, v in first_run["snapshot/versions"].items():
+        _say(f"   lineage: dataset input {name}/{pk}, digest {v} (the snapshot version id)")
+
+    _say("\n4. Production moves on: churn labels change for customers who signed up on 2024-01-02")
     change = source_db.evolve(db)
     _say(f"   {change}")
-    version, new, rows = snap(days[1])
-    _say(f"   {name}/{days[1]}: version {version}  {rows} rows  new version: {new}")
+    for pk in days:
+        version, new, rows = snap(pk)
+        _say(f"   {name}/{pk}: version {version}  {rows} rows  {'NEW version' if new else 'unchanged'}")
     versions = [m["version"] for m in store.versions(name, days[1])]
     _say(f"   published versions of {days[1]}, oldest first: {', '.join(versions)}")
     old = store.read_table(name, days[1], first[days[1]])
     _say(f"   the earlier version {first[days[1]]} is intact and loadable: {old.num_rows} rows, hash-verified")
 
+    _say(f"\n5. Retrain models/{model} for {train_pk} on the new data")
+    second_run = fit(train_pk)
+    run_b = second_run["mlflow/run_id"]
+    _say(f"   MLflow run {run_b}: {show_metrics(second_run)}")
+
+    from snapshot_platform.training.compare import compare_runs
+    from snapshot_platform.training.mlflow_logging import MlflowTracking
+    from snapshot_platform.training.reproduce import reproduce_run
+
+    tracking = MlflowTracking()
+    _say("\n6. Reproduce the first run from its run id alone (the database has changed since)")
+    report = reproduce_run(run_a, tracking, store)
+    for k, m in report["metrics"].items():
+        _say(f"   {k:<10} recorded {m['recorded']!r:<20} reproduced {m['reproduced']!r:<20} "
+             f"{'identical' if m['identical'] else 'DIFFERS'}")
+    _say(f"   test predictions {'identical' if report['predictions']['identical'] else 'DIFFER'}; "
+         f"{'REPRODUCED' if report['identical'] else 'NOT REPRODUCED'}")
+
+    _say("\n7. Compare the two runs: did the model improve, or did the data change?")
+    cmp = compare_runs(run_a, run_b, tracking, store)
+    for k, m in cmp["metrics"].items():
+        _say(f"   {k:<10} {m['a']:.4f} → {m['b']:.4f}  ({m['delta']:+.4f})")
+    for d in cmp["data"]:
+        if d.get("same_version"):
+            _say(f"   {d['asset']}/{d['partition']}: same version {d['version_a']}")
+        else:
+            cols = ", ".join(f"{c} {n}" for c, n in (d.get("changed_by_column") or {}).items())
+            _say(f"   {d['asset']}/{d['partition']}: {d['version_a']} → {d['version_b']}: "
+                 f"{d['rows_added']} added, {d['rows_removed']} removed, {d['rows_changed']} changed"
+                 + (f" ({cols})" if cols else ""))
+    _say(f"   verdict: {cmp['verdict']['text']}")
+
     _say("\nWhere everything is")
     _say(f"   source database   {db}")
     _say(f"   snapshots         {storage_url}")
     _say(f"   Dagster home      {paths['dagster_home']}")
+    _say(f"   MLflow            {tracking.tracking_uri}")
     _say("\nNext")
     _say(f"   snapshot-platform list {name}            # every version of every partition")
     _say(f"   snapshot-platform show {name} {days[1]}   # a manifest")
     _say("   snapshot-platform verify                    # re-hash everything")
+    _say(f"   snapshot-platform reproduce {run_a}   # retrain the first model exactly")
+    _say(f"   snapshot-platform compare {run_a} {run_b}")
+    _say(f"   snapshot-platform diff {name} {days[1]} --from {first[days[1]]}")
+    _say(f"   mlflow ui --backend-store-uri {tracking.tracking_uri}   # runs, lineage, registered models")
     _say("   make ui                                     # the Dagster UI on http://127.0.0.1:3000")

@@ -21,14 +21,24 @@ One session per read:
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any, Iterator
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_platform.catalog import PostgresSourceSpec, resolve
-from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, ordered, redact
+from snapshot_platform.secrets import aws_refs
+from snapshot_platform.sources.base import (
+    Source,
+    SourceError,
+    SourceRead,
+    Window,
+    ordered,
+    redact,
+    with_secret_refresh,
+)
 from snapshot_platform.sql_params import rewrite
 
 # SQLSTATEs after which a fresh attempt from the partition's start may succeed.
@@ -42,11 +52,47 @@ _MESSAGES = {
 }
 
 
+# errors that reach us without a SQLSTATE (ADBC raises server errors met while streaming as Arrow
+# errors carrying only libpq's text): the server's message names the condition
+_TEXT_SQLSTATES = (
+    ("canceling statement due to statement timeout", "57014"),
+    ("in a read-only transaction", "25006"),
+    ("cannot set transaction read-write mode", "25001"),
+    ("read-write mode must be set before any query", "25001"),
+    ("terminating connection due to administrator command", "57P01"),
+    ("conflict with recovery", "40001"),
+    ("could not serialize access", "40001"),
+    ("deadlock detected", "40P01"),
+    ("permission denied", "42501"),
+    ("password authentication failed", "28P01"),
+    ("server closed the connection unexpectedly", "08006"),
+)
+
+
+def _sqlstate_from_text(text: str) -> str | None:
+    m = re.search(r"SQLSTATE[: ]+([0-9A-Z]{5})", text)
+    if m:
+        return m.group(1)
+    lowered = text.lower()
+    for needle, state in _TEXT_SQLSTATES:
+        if needle in lowered:
+            return state
+    return None
+
+
 def _numeric_type(typmod: int) -> pa.DataType | None:
     if typmod < 4:
         return None
     precision = ((typmod - 4) >> 16) & 0xFFFF
-    scale = (typmod - 4) & 0xFFFF
+    # PostgreSQL 15 keeps the scale as an 11-bit signed number: NUMERIC(5,-2) rounds to hundreds,
+    # NUMERIC(2,5) holds 0.000xx. Arrow wants 0 <= scale <= precision: widen the precision instead.
+    scale = (typmod - 4) & 0x7FF
+    if scale & 0x400:
+        scale -= 0x800
+    if scale < 0:
+        precision, scale = precision - scale, 0
+    elif scale > precision:
+        precision = scale
     if precision <= 38:
         return pa.decimal128(precision, scale)
     return pa.decimal256(precision, scale)
@@ -72,8 +118,20 @@ class PostgresSource(Source):
     kind = "postgres"
     spec: PostgresSourceSpec
 
-    def _url(self) -> str:
-        return resolve(self.spec.url)
+    def _url(self, refresh: bool = False) -> str:
+        """The URL, with ``password:`` (a secret reference) put in when the spec gives one."""
+        url = resolve(self.spec.url, refresh=refresh)
+        if self.spec.password is None:
+            return url
+        parts = urlsplit(url)
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{user}:{quote(resolve(self.spec.password, refresh=refresh), safe='')}@{host}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     def describe(self) -> dict[str, Any]:
         parts = urlsplit(self._url())
@@ -85,19 +143,22 @@ class PostgresSource(Source):
         }
 
     def _secrets(self) -> list[str]:
-        url = self._url()
+        try:
+            url = self._url()
+        except Exception:
+            return []
         parts = urlsplit(url)
-        return [url, parts.password or ""]
+        return [url, parts.password or "", unquote(parts.password or "")]
 
-    def _connect_url(self) -> str:
-        parts = urlsplit(self._url())
+    def _connect_url(self, refresh: bool = False) -> str:
+        parts = urlsplit(self._url(refresh))
         query = dict(parse_qsl(parts.query))
         query.setdefault("connect_timeout", str(max(1, int(self.spec.connect_timeout_s))))
         query.setdefault("application_name", "snapshot_platform")
         return urlunsplit(parts._replace(query=urlencode(query)))
 
     def _error(self, exc: BaseException, stage: str) -> SourceError:
-        sqlstate = getattr(exc, "sqlstate", None)
+        sqlstate = getattr(exc, "sqlstate", None) or _sqlstate_from_text(str(exc))
         text = redact(str(exc).strip(), self._secrets())
         transient = bool(sqlstate) and (sqlstate in TRANSIENT_SQLSTATES or sqlstate[:2] in TRANSIENT_CLASSES)
         hint = _MESSAGES.get(sqlstate or "", "")
@@ -114,8 +175,15 @@ class PostgresSource(Source):
         import adbc_driver_manager
         import adbc_driver_postgresql.dbapi as pg_dbapi
 
+        def auth_failure(exc: BaseException) -> bool:
+            return getattr(exc, "sqlstate", None) in {"28P01", "28000"} or "authentication failed" in str(exc)
+
         try:
-            conn = pg_dbapi.connect(self._connect_url(), autocommit=True)
+            conn = with_secret_refresh(
+                lambda refresh: pg_dbapi.connect(self._connect_url(refresh), autocommit=True),
+                auth_failure,
+                refreshable=bool(aws_refs(self.spec.url, self.spec.password)),
+            )
         except adbc_driver_manager.Error as exc:
             raise self._error(exc, "connect") from None
         cur = conn.cursor()
@@ -138,9 +206,21 @@ class PostgresSource(Source):
                 "SELECT pg_current_snapshot()::text, pg_is_in_recovery(),"
                 " (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
                 "  ELSE pg_current_wal_lsn() END)::text, now()::text,"
-                " current_setting('server_version')"
+                " current_setting('server_version'),"
+                # replay lag: zero when everything received is replayed, else the age of the last replay
+                " CASE WHEN NOT pg_is_in_recovery() THEN NULL"
+                "  WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0.0"
+                "  ELSE EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8 END"
             )
-            snap, in_recovery, lsn, started, server_version = cur.fetchone()
+            snap, in_recovery, lsn, started, server_version, lag = cur.fetchone()
+            if in_recovery and self.spec.max_replica_lag_s is not None:
+                if lag is None or lag > self.spec.max_replica_lag_s:
+                    behind = "an unknown time (nothing replayed yet)" if lag is None else f"{lag:.1f}s"
+                    raise SourceError(
+                        f"source {self.name}: the replica is {behind} behind its primary, more than "
+                        f"max_replica_lag_s ({self.spec.max_replica_lag_s:g}s); not snapshotting stale data",
+                        code="replica_lag",
+                    )
             state = {
                 "engine": "postgres",
                 "server_version": server_version,
@@ -150,6 +230,8 @@ class PostgresSource(Source):
                 "in_recovery": bool(in_recovery),
                 "transaction_start": started,
             }
+            if in_recovery:
+                state["replica_lag_s"] = lag
             stage = "query"
             sql, _ = rewrite(
                 ordered(query, key),
@@ -160,19 +242,30 @@ class PostgresSource(Source):
             schema, casts = _convert_plan(reader.schema)
 
             def batches() -> Iterator[pa.RecordBatch]:
-                try:
-                    for b in reader:
-                        cols = []
-                        for col, target in zip(b.columns, casts):
-                            if target is not None:
-                                if isinstance(col.type, pa.ExtensionType):
-                                    col = col.storage
-                                if col.type != target:
+                it = iter(reader)
+                while True:
+                    try:
+                        b = next(it)
+                    except StopIteration:
+                        return
+                    except (adbc_driver_manager.Error, pa.ArrowException, OSError) as exc:
+                        # ADBC reports a server error met while streaming as an Arrow error
+                        raise self._error(exc, "streaming rows") from None
+                    cols = []
+                    for name, col, target in zip(schema.names, b.columns, casts):
+                        if target is not None:
+                            if isinstance(col.type, pa.ExtensionType):
+                                col = col.storage
+                            if col.type != target:
+                                try:
                                     col = pc.cast(col, target)
-                            cols.append(col)
-                        yield pa.RecordBatch.from_arrays(cols, schema=schema)
-                except adbc_driver_manager.Error as exc:
-                    raise self._error(exc, "streaming rows") from None
+                                except pa.ArrowException as exc:
+                                    raise SourceError(
+                                        f"source {self.name}: column {name!r} has a value that {target} "
+                                        f"cannot hold exactly (NaN or out of range?): {exc}"
+                                    ) from None
+                        cols.append(col)
+                    yield pa.RecordBatch.from_arrays(cols, schema=schema)
 
             yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state)
         except adbc_driver_manager.Error as exc:

@@ -1,0 +1,219 @@
+"""One time-partitioned training asset ``models/<name>`` per catalog ``models:`` entry.
+
+The asset has its snapshot's partitions. Model partition P depends on the ``partitions`` snapshot
+partitions ending with P (a ``TimeWindowPartitionMapping``), declared as a dependency rather than an
+input: the asset resolves each upstream partition to one exact version and loads it through the
+store itself, so the version it records is the version it read. For each partition, in order:
+
+1. a version pinned in run config (``pinned_versions: {partition: version}``);
+2. the version the partition's latest Dagster materialization recorded;
+3. the latest version published in storage (an ephemeral or lost Dagster instance).
+
+Every version must pass the training gate (its blocking checks), unless the run config gives
+``allow_failed_checks_reason``, which is then logged with the run.
+"""
+
+
+import hashlib
+from typing import Any
+
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    ConfigurableResource,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    TimeWindowPartitionMapping,
+    TimeWindowPartitionsDefinition,
+    asset,
+)
+from pydantic import Field
+
+from snapshot_platform.assets.snapshots import snapshot_key
+from snapshot_platform.catalog import Catalog, ModelSpec
+from snapshot_platform.gate import UntrainableSnapshot
+from snapshot_platform.partitions import partitions_def
+from snapshot_platform.resources import SnapshotStoreResource, recorded_version
+from snapshot_platform.store import SnapshotNotFound, SnapshotStore
+from snapshot_platform.training.mlflow_logging import (
+    TAG_DAGSTER_ASSET,
+    TAG_DAGSTER_PARTITION,
+    TAG_DAGSTER_RUN,
+    MlflowTracking,
+    default_tracking_uri,
+)
+from snapshot_platform.training.train import TrainingError, code_version, train
+
+MODEL_PREFIX = "models"
+MLFLOW_RESOURCE_KEY = "mlflow"
+
+
+def model_key(name: str) -> AssetKey:
+    return AssetKey([MODEL_PREFIX, name])
+
+
+class MlflowResource(ConfigurableResource):
+    """Where training runs are logged: an MLflow tracking URI (and, for a local store, its artifact root)."""
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///<platform home>/mlflow.db",
+    )
+    artifact_root: str | None = Field(
+        default=None,
+        description="Artifact location for new experiments; default mlartifacts/ beside a local SQLite store",
+    )
+
+    def tracking(self) -> MlflowTracking:
+        return MlflowTracking(self.tracking_uri or default_tracking_uri(), self.artifact_root)
+
+
+class TrainingConfig(Config):
+    """Run config of a training asset."""
+
+    pinned_versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="snapshot partition key → version id to train on, instead of the latest",
+    )
+    allow_failed_checks_reason: str | None = Field(
+        default=None,
+        description="train even on versions that failed a blocking check; the reason is logged with the run",
+    )
+
+
+def training_partitions(spec: ModelSpec, pdef: TimeWindowPartitionsDefinition, partition_key: str) -> list[str]:
+    """The snapshot partitions model partition ``partition_key`` trains on, oldest first."""
+    mapping = TimeWindowPartitionMapping(start_offset=-(spec.partitions - 1))
+    result = mapping.get_upstream_mapped_partitions_result_for_partitions(
+        pdef.subset_with_partition_keys([partition_key]), pdef, pdef
+    )
+    keys = sorted(result.partitions_subset.get_partition_keys(),
+                  key=lambda k: pdef.time_window_for_partition_key(k).start)
+    if len(keys) < spec.partitions:
+        all_keys = pdef.get_partition_keys()
+        first_ok = all_keys[spec.partitions - 1] if len(all_keys) >= spec.partitions else None
+        raise Failure(
+            description=(
+                f"model partition {partition_key} trains on the {spec.partitions} snapshot partitions ending "
+                f"with it, but only {len(keys)} exist ({', '.join(keys)}); the first partition with enough "
+                f"history is {first_ok}"
+            )
+        )
+    return keys
+
+
+def resolve_versions(
+    instance: Any, store: SnapshotStore, snapshot: str, partitions: list[str], pinned: dict[str, str]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Each partition's manifest (pinned, else Dagster's recorded version, else the latest), and how chosen."""
+    unknown = sorted(set(pinned) - set(partitions))
+    if unknown:
+        raise Failure(description=(
+            f"pinned_versions names partitions this run does not train on: {', '.join(unknown)} "
+            f"(it trains on {', '.join(partitions)})"
+        ))
+    manifests, how = [], {}
+    for pk in partitions:
+        if pk in pinned:
+            version, how[pk] = pinned[pk], "pinned"
+        else:
+            version = recorded_version(instance, snapshot_key(snapshot), pk)
+            how[pk] = "dagster" if version else "latest in storage"
+        try:
+            manifests.append(store.read_manifest(snapshot, pk, version))
+        except SnapshotNotFound as exc:
+            raise Failure(description=f"{exc}; materialize snapshots/{snapshot} for {pk} first") from None
+    return manifests, how
+
+
+def build_model_asset(catalog: Catalog, name: str, spec: ModelSpec) -> AssetsDefinition:
+    snap = catalog.snapshots[spec.snapshot]
+    pdef = partitions_def(snap.partitions)
+    description = spec.description or (
+        f"{spec.estimator.class_path.rsplit('.', 1)[-1]} predicting {spec.target} from snapshots/{spec.snapshot} "
+        f"({spec.partitions} partition{'s' if spec.partitions > 1 else ''} ending with the model's)"
+    )
+
+    @asset(
+        key=model_key(name),
+        description=description,
+        partitions_def=pdef,
+        deps=[AssetDep(snapshot_key(spec.snapshot),
+                       partition_mapping=TimeWindowPartitionMapping(start_offset=-(spec.partitions - 1)))],
+        code_version=code_version(spec),
+        kinds={"scikitlearn", "mlflow"},
+        tags=dict(spec.tags),
+        owners=list(spec.owners) or None,
+        group_name=MODEL_PREFIX,
+        metadata={
+            "snapshot": spec.snapshot,
+            "features": ", ".join(spec.features),
+            "target": spec.target,
+            "estimator": spec.estimator.class_path,
+            "training_partitions": spec.partitions,
+        },
+    )
+    def _model(
+        context: AssetExecutionContext,
+        config: TrainingConfig,
+        snapshot_store: SnapshotStoreResource,
+        mlflow: MlflowResource,
+    ) -> MaterializeResult:
+        pk = context.partition_key
+        store = snapshot_store.get_store()
+        partitions = training_partitions(spec, pdef, pk)
+        manifests, how = resolve_versions(context.instance, store, spec.snapshot, partitions,
+                                          dict(config.pinned_versions))
+        for m in manifests:
+            context.log.info(f"training on {m['asset']}/{m['partition']} version {m['version']} "
+                             f"({m['row_count']} rows, {how[m['partition']]})")
+        try:
+            result = train(name, spec, manifests, store, key=snap.key,
+                           override_reason=config.allow_failed_checks_reason)
+        except (UntrainableSnapshot, TrainingError) as exc:
+            raise Failure(description=str(exc)) from None
+        if result.checks_overridden:
+            context.log.warning(f"trained despite failed blocking checks {result.checks_overridden}: "
+                                f"{result.override_reason}")
+        tracking = mlflow.tracking()
+        logged = tracking.log_training(
+            result, store, model_partition=pk,
+            extra_tags={TAG_DAGSTER_RUN: context.run_id, TAG_DAGSTER_ASSET: model_key(name).to_user_string(),
+                        TAG_DAGSTER_PARTITION: pk},
+        )
+        context.log.info(
+            f"MLflow run {logged.run_id}: {', '.join(f'{k} {v:.4f}' for k, v in result.metrics.items())}; "
+            f"registered {name} version {logged.registered_model_version}"
+        )
+        versions = {m["partition"]: m["version"] for m in manifests}
+        data_version = hashlib.sha256(
+            (result.code_version + "".join(f"{p}={v};" for p, v in versions.items())).encode()
+        ).hexdigest()[:20]
+        return MaterializeResult(
+            metadata={
+                "mlflow/run_id": logged.run_id,
+                "mlflow/tracking_uri": logged.tracking_uri,
+                "mlflow/model_uri": logged.model_uri,
+                "mlflow/registered_model": f"{name} version {logged.registered_model_version}",
+                "mlflow/model_format": logged.model_format,
+                "snapshot/versions": MetadataValue.json(versions),
+                "snapshot/version_sources": MetadataValue.json(how),
+                "training/rows_train": int((~result.test_mask).sum()),
+                "training/rows_test": int(result.test_mask.sum()),
+                "training/code_version": result.code_version,
+                "training/seconds": round(result.seconds.get("total", 0.0), 3),
+                **{f"metric/{k}": float(v) for k, v in result.metrics.items()},
+            },
+            data_version=DataVersion(data_version),
+        )
+
+    return _model
+
+
+def build_model_assets(catalog: Catalog) -> list[AssetsDefinition]:
+    return [build_model_asset(catalog, name, spec) for name, spec in catalog.models.items()]

@@ -1,0 +1,382 @@
+"""One MLflow run per training: params, metrics, model, figures, dataset inputs, lock, tags, registry.
+
+Defaults: ``$MLFLOW_TRACKING_URI`` when set, else a SQLite store ``sqlite:///<platform home>/mlflow.db``
+with artifacts in ``<platform home>/mlartifacts`` (a new experiment gets its artifact location
+there; with a tracking server, the server decides). This module is plain Python; the Dagster
+resource that configures it is ``snapshot_platform.assets.models.MlflowResource``.
+
+Lineage: each snapshot version trained on is a dataset input whose digest is the version id (not
+MLflow's own digest, which hashes only the first rows) and whose source is the version's storage
+URI; ``snapshot_lock.json`` lists the versions with their file hashes; ``model_spec.json`` is the
+catalog entry, so ``reproduce`` needs only the run id, even after the catalog changed.
+
+Model format: skops (no arbitrary code runs on load), trusting only the types scikit-learn, NumPy
+and SciPy define that the fitted model actually holds (computed with ``skops.io.get_untrusted_types``
+from the model itself, e.g. ``sklearn.tree._tree.Tree`` for a random forest). An estimator that holds
+other types (a custom transformer) cannot be trusted automatically: it is saved with cloudpickle,
+and the run says so in the tag ``snapshot_platform.model_format`` and a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+from snapshot_platform.home import platform_home
+from snapshot_platform.store import SnapshotStore
+from snapshot_platform.training import lock as lock_mod
+from snapshot_platform.training.train import PARTITION_COLUMN, TrainingResult
+
+log = logging.getLogger(__name__)
+
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+MODEL_SPEC_NAME = "model_spec.json"
+ESTIMATOR_PARAMS_NAME = "estimator_params.json"
+SUMMARY_NAME = "training_summary.json"
+IMPORTANCES_NAME = "feature_importances.json"
+EXPERIMENT_PREFIX = "models/"
+_TRUSTED_MODULES = {"sklearn", "numpy", "scipy"}
+
+# tags
+TAG_DAGSTER_RUN = "dagster.run_id"
+TAG_DAGSTER_ASSET = "dagster.asset_key"
+TAG_DAGSTER_PARTITION = "dagster.partition"
+TAG_MODEL = "snapshot_platform.model"
+TAG_CODE_VERSION = "snapshot_platform.code_version"
+TAG_PREDICTIONS = "snapshot_platform.predictions_sha256"
+TAG_DATA = "snapshot_platform.snapshots"
+TAG_FORMAT = "snapshot_platform.model_format"
+TAG_OVERRIDE = "snapshot_platform.gate_override_reason"
+
+
+def default_tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else a SQLite store in the platform home."""
+    return os.environ.get(TRACKING_ENV) or f"sqlite:///{platform_home() / 'mlflow.db'}"
+
+
+def default_artifact_root(tracking_uri: str) -> str | None:
+    """Beside a local SQLite store: ``<folder of mlflow.db>/mlartifacts``; otherwise the server decides."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme == "sqlite" and tracking_uri.startswith("sqlite:///") and ":memory:" not in tracking_uri:
+        db = Path(tracking_uri[len("sqlite:///"):])
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    artifact_uri: str
+    model_uri: str
+    registered_model_name: str
+    registered_model_version: str | None
+    model_format: str
+
+
+def model_format(est: Any) -> tuple[str, list[str] | None, str | None]:
+    """``("skops", trusted types, None)``, or ``("cloudpickle", None, why)`` when skops cannot be trusted."""
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(data=sio.dumps(est))
+    except Exception as exc:  # skops cannot represent the object at all
+        return "cloudpickle", None, f"skops cannot serialize {type(est).__name__}: {exc}"
+    foreign = [t for t in untrusted if t.split(".")[0] not in _TRUSTED_MODULES]
+    if foreign:
+        return "cloudpickle", None, f"the model holds types outside scikit-learn/NumPy/SciPy: {', '.join(foreign)}"
+    return "skops", list(untrusted), None
+
+
+def _dataset_source(uri: str) -> Any:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": they are the same class
+        return resolve_dataset_source(uri)
+
+
+def _lineage_note(result: TrainingResult, lock: dict[str, Any], run_id: str) -> str:
+    lines = [f"**{result.model}** trained on pinned snapshot versions (`{lock_mod.LOCK_NAME}`):", ""]
+    for e in lock["snapshots"]:
+        lines.append(f"- `{e['asset']}/{e['partition']}` version `{e['version']}`, {e['row_count']} rows")
+    lines += ["", f"Reproduce: `snapshot-platform reproduce {run_id}`"]
+    return "\n".join(lines)
+
+
+class MlflowTracking:
+    """A tracking URI (and artifact root): log training runs there and read them back."""
+
+    def __init__(self, tracking_uri: str | None = None, artifact_root: str | None = None):
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.artifact_root = artifact_root or default_artifact_root(self.tracking_uri)
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"MlflowTracking({self.tracking_uri!r})"
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Any]:
+        """The ``mlflow`` module pointed at this store (tracking, and so registry), restored afterwards.
+
+        ``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI`` (and MLflow's own context
+        manager *unsets* it on exit), so both the module's setting and the variable are put back here.
+        """
+        import mlflow
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        previous_env = os.environ.get(TRACKING_ENV)
+        previous = getattr(tracking_utils, "_tracking_uri", None)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            yield mlflow
+        finally:
+            if previous is not None:
+                mlflow.set_tracking_uri(previous)
+            elif hasattr(tracking_utils, "_tracking_uri"):
+                tracking_utils._tracking_uri = None
+            if previous_env is None:
+                os.environ.pop(TRACKING_ENV, None)
+            else:
+                os.environ[TRACKING_ENV] = previous_env
+
+    def client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        client = self.client()
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = f"{self.artifact_root.rstrip('/')}/{name}" if self.artifact_root else None
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except Exception:  # created concurrently by another run
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    # ------------------------------------------------------------ writing
+
+    def log_training(
+        self,
+        result: TrainingResult,
+        store: SnapshotStore,
+        *,
+        model_partition: str | None = None,
+        extra_tags: dict[str, str] | None = None,
+        register: bool = True,
+    ) -> LoggedRun:
+        """Log ``result`` as one run in the experiment ``models/<name>`` and register its model."""
+        from mlflow.models import infer_signature
+
+        from snapshot_platform.training import plots
+
+        spec = result.spec
+        entries = []
+        for m in result.manifests:
+            uri = store.uri(store.version_dir(m["asset"], m["partition"], m["version"]))
+            entries.append(lock_mod.lock_entry(m, uri, result.checks_overridden.get((m["asset"], m["partition"]))))
+        lock = lock_mod.build_lock(result.model, model_partition, store.uri(store.root), entries,
+                                   result.override_reason)
+        data_summary = ",".join(f"{e['asset']}/{e['partition']}@{e['version']}" for e in entries)
+        fmt, trusted, why = model_format(result.estimator)
+        if why:
+            warnings.warn(f"model {result.model}: saved with cloudpickle, not skops: {why}", stacklevel=2)
+
+        params: dict[str, Any] = {
+            "model": result.model,
+            "model_partition": model_partition,
+            "snapshot": spec.snapshot,
+            "snapshot_partitions": ",".join(m["partition"] for m in result.manifests),
+            "task": result.task,
+            "features": ",".join(spec.features),
+            "target": spec.target,
+            "estimator_class": spec.estimator.class_path,
+            "split_test_fraction": spec.split.test_fraction,
+            "split_by": ",".join(spec.split.by or result.key),
+            "rows_train": int((~result.test_mask).sum()),
+            "rows_test": int(result.test_mask.sum()),
+            "code_version": result.code_version,
+        }
+        for k, v in sorted(spec.estimator.params.items()):
+            params[f"estimator.{k}"] = v
+        for k, v in sorted(result.seeded.items()):
+            params[f"estimator.{k}"] = v
+        if result.rows_dropped_null_target:
+            params["rows_dropped_null_target"] = result.rows_dropped_null_target
+        if result.override_reason:
+            params["allow_failed_checks_reason"] = result.override_reason[:500]
+
+        tags = {
+            TAG_MODEL: result.model,
+            TAG_CODE_VERSION: result.code_version,
+            TAG_PREDICTIONS: result.predictions_sha256,
+            TAG_DATA: data_summary[:5000],
+            TAG_FORMAT: fmt,
+            **{f"library.{k}": v for k, v in result.library_versions.items()},
+            **(extra_tags or {}),
+        }
+        if model_partition:
+            tags.setdefault(TAG_DAGSTER_PARTITION, model_partition)
+        if result.override_reason:
+            tags[TAG_OVERRIDE] = result.override_reason[:5000]
+
+        summary = {
+            "model": result.model,
+            "task": result.task,
+            "key": result.key,
+            "rows_by_partition": result.rows_by_partition(),
+            "rows_dropped_null_target": result.rows_dropped_null_target,
+            "seeded": result.seeded,
+            "predictions_sha256": result.predictions_sha256,
+            "code_version": result.code_version,
+            "library_versions": result.library_versions,
+            "model_format": fmt,
+            "model_format_note": why,
+            "checks_overridden": {f"{a}/{p}": c for (a, p), c in result.checks_overridden.items()},
+            "notes": result.notes,
+            "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        }
+        X_train = result.X_train
+        sample = X_train.head(50)
+
+        with self.active() as mlflow, warnings.catch_warnings():
+            # MLflow hints that integer columns cannot hold missing values: known, and not an error here
+            warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
+            warnings.filterwarnings("ignore", message=".*pickle or cloudpickle.*")
+            experiment_id = self.experiment_id(EXPERIMENT_PREFIX + result.model)
+            run_name = f"{result.model} {model_partition}" if model_partition else result.model
+            with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+                run_id = run.info.run_id
+                mlflow.set_tags({**tags, "mlflow.note.content": _lineage_note(result, lock, run_id)})
+                mlflow.log_params({k: v for k, v in params.items() if v is not None})
+                mlflow.log_metrics(result.metrics)
+                # lineage: one dataset input per snapshot version, digest = version id
+                parts = result.frame[PARTITION_COLUMN].to_numpy()
+                used = [*spec.features, spec.target]
+                for m, e in zip(result.manifests, entries):
+                    df = result.frame.loc[parts == m["partition"], used]
+                    ds = mlflow.data.from_pandas(
+                        df, source=_dataset_source(e["uri"]), name=f"{m['asset']}/{m['partition']}",
+                        digest=m["version"], targets=spec.target,
+                    )
+                    mlflow.log_input(ds, context="training", tags={
+                        "snapshot.asset": m["asset"], "snapshot.partition": m["partition"],
+                        "snapshot.version": m["version"],
+                    })
+                mlflow.log_text(lock_mod.dumps(lock), lock_mod.LOCK_NAME)
+                mlflow.log_text(json.dumps({"name": result.model, "spec": spec.spec_json()}, indent=2),
+                                MODEL_SPEC_NAME)
+                mlflow.log_text(json.dumps({"class": spec.estimator.class_path,
+                                            "params": spec.estimator.params,
+                                            "seeded": result.seeded,
+                                            "effective": result.params}, indent=2, default=str),
+                                ESTIMATOR_PARAMS_NAME)
+                mlflow.log_text(json.dumps({"method": result.importance_method,
+                                            "importances": result.importances}, indent=2),
+                                IMPORTANCES_NAME)
+                mlflow.log_text(json.dumps(summary, indent=2, default=str), SUMMARY_NAME)
+
+                title = f"{result.model} {model_partition or ''} (test set, {int(result.test_mask.sum())} rows)"
+                if result.task == "classification":
+                    labels = list(getattr(result.estimator, "classes_", sorted(set(result.y_test))))
+                    fig = plots.confusion_matrix_figure(result.y_test, result.y_pred, labels, title)
+                    mlflow.log_figure(fig, "plots/confusion_matrix.png")
+                else:
+                    fig = plots.residuals_figure(result.y_test, result.y_pred, title)
+                    mlflow.log_figure(fig, "plots/residuals.png")
+                plots.close(fig)
+                fig = plots.importances_figure(result.importances, result.importance_method,
+                                               f"{result.model}: feature importances")
+                mlflow.log_figure(fig, "plots/feature_importances.png")
+                plots.close(fig)
+
+                signature = infer_signature(sample, result.estimator.predict(sample))
+                info = mlflow.sklearn.log_model(
+                    result.estimator,
+                    name="model",
+                    signature=signature,
+                    input_example=X_train.head(5),
+                    serialization_format=fmt,
+                    skops_trusted_types=trusted,
+                    pip_requirements=_requirements(result.library_versions, fmt),
+                    registered_model_name=result.model if register else None,
+                    metadata={"snapshot_platform": {"snapshots": data_summary,
+                                                     "code_version": result.code_version}},
+                )
+                version = getattr(info, "registered_model_version", None)
+                if register and version is not None:
+                    client = self.client()
+                    for k, v in ((TAG_DATA, data_summary[:5000]), (TAG_CODE_VERSION, result.code_version),
+                                 ("mlflow_run_id", run_id), *(((k, v) for k, v in (extra_tags or {}).items()))):
+                        client.set_model_version_tag(result.model, str(version), k, v)
+                artifact_uri = run.info.artifact_uri
+        return LoggedRun(
+            run_id=run_id,
+            experiment_id=experiment_id,
+            tracking_uri=self.tracking_uri,
+            artifact_uri=artifact_uri,
+            model_uri=info.model_uri,
+            registered_model_name=result.model,
+            registered_model_version=str(version) if version is not None else None,
+            model_format=fmt,
+        )
+
+    # ------------------------------------------------------------ reading
+
+    def get_run(self, run_id: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_run(run_id)
+        except MlflowException as exc:
+            raise RunNotFound(f"no MLflow run {run_id!r} in {self.tracking_uri} ({exc.message})") from None
+
+    def load_text(self, run_id: str, path: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        with self.active() as mlflow, tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp,
+                                                            tracking_uri=self.tracking_uri)
+            except (MlflowException, OSError) as exc:
+                raise RunNotFound(f"run {run_id} has no artifact {path!r}: was it logged by snapshot_platform? "
+                                  f"({exc})") from None
+            return Path(local).read_text(encoding="utf-8")
+
+    def load_lock(self, run_id: str) -> dict[str, Any]:
+        return lock_mod.loads(self.load_text(run_id, lock_mod.LOCK_NAME), where=f"run {run_id}: {lock_mod.LOCK_NAME}")
+
+    def load_json(self, run_id: str, path: str) -> dict[str, Any]:
+        return json.loads(self.load_text(run_id, path))
+
+
+def _requirements(versions: dict[str, str], fmt: str) -> list[str]:
+    reqs = [f"{lib}=={versions[lib]}" for lib in ("scikit-learn", "numpy", "pandas", "scipy") if lib in versions]
+    import importlib.metadata
+
+    extra = "skops" if fmt == "skops" else "cloudpickle"
+    try:
+        reqs.append(f"{extra}=={importlib.metadata.version(extra)}")
+    except importlib.metadata.PackageNotFoundError:
+        reqs.append(extra)
+    return reqs
