@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from snapshot_platform.catalog import CatalogError, load_catalog
+from snapshot_platform.catalog import CatalogError, SecretMissingError, load_catalog
+from snapshot_platform.sources.base import SourceError
 from snapshot_platform.gate import blocking_failures
 from snapshot_platform.store import (
     IntegrityError,
@@ -29,6 +30,15 @@ def _emit(obj: Any) -> None:
 
 def _store(ctx: click.Context) -> SnapshotStore:
     return SnapshotStore(ctx.obj["storage"])
+
+
+def _check_name(store: SnapshotStore, name: str | None) -> None:
+    """A snapshot name that cannot be a storage path component is a usage error, not a traceback."""
+    if name is not None:
+        try:
+            store.partitions(name)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,7 +68,7 @@ def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool) -> No
         if name not in catalog.snapshots:
             raise click.ClickException(f"{name!r} is not a snapshot in {catalog.path}")
         outcome = take_snapshot(catalog, name, partition, _store(ctx))
-    except (CatalogError, ValueError) as exc:
+    except (CatalogError, ValueError, SourceError, SecretMissingError) as exc:
         raise click.ClickException(str(exc)) from None
     m = outcome.result.manifest
     if as_json:
@@ -76,6 +86,7 @@ def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool) -> No
 def list_(ctx: click.Context, name: str | None, as_json: bool) -> None:
     """List snapshots, or the partitions and versions of snapshot NAME."""
     store = _store(ctx)
+    _check_name(store, name)
     if name is None:
         rows = []
         for asset in store.assets():
@@ -157,6 +168,7 @@ def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: 
 
     Also reports each version's recorded check outcomes."""
     store = _store(ctx)
+    _check_name(store, name)
     assets = [name] if name else store.assets()
     results = []
     for asset in assets:
@@ -429,12 +441,15 @@ def pools(ctx: click.Context, apply_: bool, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--fresh", is_flag=True, help="Start over: a new source database and empty demo storage.")
-def demo(fresh: bool) -> None:
+@click.option("--fresh", is_flag=True, help="Start over with a new source database (published snapshots stay).")
+@click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary.")
+def demo(fresh: bool, as_json: bool) -> None:
     """Run the demo end to end on embedded defaults (SQLite source, local storage, local Dagster home)."""
     from snapshot_platform.demo.run import run_demo
 
-    run_demo(fresh=fresh)
+    summary = run_demo(fresh=fresh, as_json=as_json)
+    if as_json:
+        _emit(summary)
 
 
 if __name__ == "__main__":

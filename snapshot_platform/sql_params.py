@@ -25,14 +25,23 @@ class Placeholder:
     end: int  # offset just past the name
 
 
-def find_placeholders(sql: str) -> list[Placeholder]:
-    """Every ``:name`` placeholder outside literals, identifiers, comments and casts."""
+def find_placeholders(sql: str, backslash_escapes: bool = False) -> list[Placeholder]:
+    """Every ``:name`` placeholder outside literals, identifiers, comments and casts.
+
+    ``backslash_escapes``: a backslash escapes the next character inside '...' (MySQL, BigQuery,
+    Snowflake). Standard SQL, PostgreSQL and SQLite treat it as an ordinary character, except in
+    PostgreSQL's ``E'...'`` strings, which are recognised either way.
+    """
     found: list[Placeholder] = []
     i, n = 0, len(sql)
     while i < n:
         c = sql[i]
         if c == "'" or c == '"' or c == "`":
             # quoted literal or identifier; a doubled quote is an escaped quote
+            escape_string = c == "'" and (
+                backslash_escapes
+                or (i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_")))
+            )
             j = i + 1
             while j < n:
                 if sql[j] == c:
@@ -40,8 +49,8 @@ def find_placeholders(sql: str) -> list[Placeholder]:
                         j += 2
                         continue
                     break
-                if sql[j] == "\\" and c == "'" and j + 1 < n:
-                    j += 2  # MySQL-style backslash escape: skipping it is safe in standard SQL too
+                if escape_string and sql[j] == "\\" and j + 1 < n:
+                    j += 2
                     continue
                 j += 1
             i = j + 1
@@ -78,12 +87,12 @@ def find_placeholders(sql: str) -> list[Placeholder]:
     return found
 
 
-def rewrite(sql: str, spell: Callable[[str, int], str]) -> tuple[str, list[str]]:
+def rewrite(sql: str, spell: Callable[[str, int], str], backslash_escapes: bool = False) -> tuple[str, list[str]]:
     """Replace each placeholder with ``spell(name, ordinal)``; return the SQL and the names in order."""
     out: list[str] = []
     names: list[str] = []
     pos = 0
-    for ordinal, ph in enumerate(find_placeholders(sql)):
+    for ordinal, ph in enumerate(find_placeholders(sql, backslash_escapes)):
         out.append(sql[pos : ph.start])
         out.append(spell(ph.name, ordinal))
         names.append(ph.name)

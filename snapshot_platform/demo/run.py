@@ -45,11 +45,20 @@ def _setup_environment() -> dict[str, Path]:
     return paths
 
 
+_QUIET = {"on": False}
+
+
 def _say(text: str = "") -> None:
-    click.echo(text)
+    if not _QUIET["on"]:
+        click.echo(text)
 
 
-def run_demo(fresh: bool = False) -> None:
+def run_demo(fresh: bool = False, as_json: bool = False) -> dict[str, Any]:
+    """Run the demo; print the story (or nothing, with ``as_json``) and return a summary.
+
+    Fails (ClickException) when the first model cannot be reproduced exactly.
+    """
+    _QUIET["on"] = as_json
     paths = _setup_environment()
     storage_url = os.environ[STORAGE_ENV]
     catalog = load_catalog()
@@ -189,3 +198,15 @@ def run_demo(fresh: bool = False) -> None:
     _say(f"   snapshot-platform diff {name} {days[1]} --from {first[days[1]]}")
     _say(f"   mlflow ui --backend-store-uri {tracking.tracking_uri}   # runs, lineage, registered models")
     _say("   make ui                                     # the Dagster UI on http://127.0.0.1:3000")
+    summary = {
+        "paths": {"source_database": str(db), "storage": storage_url,
+                  "dagster_home": str(paths["dagster_home"]), "mlflow": tracking.tracking_uri},
+        "snapshot": name,
+        "versions": {pk: [m["version"] for m in store.versions(name, pk)] for pk in days},
+        "runs": {"first": run_a, "second": run_b},
+        "reproduced": bool(report["identical"]),
+        "comparison": cmp,
+    }
+    if not report["identical"]:
+        raise click.ClickException(f"the first model (MLflow run {run_a}) was not reproduced exactly")
+    return summary

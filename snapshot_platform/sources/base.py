@@ -11,11 +11,13 @@ import abc
 import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import pyarrow as pa
 
 from snapshot_platform.sql_params import quote_identifier
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,32 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
-def ordered(query: str, key: list[str], quote: Any = quote_identifier) -> str:
-    """Wrap the catalog's query so its result is in key order: deterministic bytes, same version."""
-    order = ", ".join(quote(k) for k in key)
-    return f"SELECT * FROM (\n{query.rstrip().rstrip(';')}\n) AS snapshot_query ORDER BY {order}"
+def with_secret_refresh(
+    open_session: Callable[[bool], T],
+    is_auth_failure: Callable[[BaseException], bool],
+    refreshable: bool,
+) -> T:
+    """``open_session(refresh=False)``; after an authentication failure, once more with ``refresh=True``.
+
+    A rotated secret (AWS Secrets Manager) or expired temporary credentials (Redshift IAM) make the
+    first login fail; the second attempt fetches them anew. Any other failure is raised as it is.
+    """
+    try:
+        return open_session(False)
+    except Exception as exc:
+        if refreshable and is_auth_failure(exc):
+            return open_session(True)
+        raise
+
+
+def ordered(query: str, key: list[str], quote: Any = quote_identifier, select: list[str] | None = None) -> str:
+    """Wrap the catalog's query so its result is in key order: deterministic bytes, same version.
+
+    ``select`` replaces ``*`` with per-column expressions over ``snapshot_query`` (e.g. casts).
+    """
+    order = ", ".join(f"snapshot_query.{quote(k)}" for k in key)
+    items = ", ".join(select) if select else "*"
+    return f"SELECT {items} FROM (\n{query.rstrip().rstrip(';')}\n) AS snapshot_query ORDER BY {order}"
 
 
 def plain_schema(schema: pa.Schema) -> pa.Schema:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
@@ -39,7 +39,7 @@ from snapshot_platform.sources.base import (
     redact,
     with_secret_refresh,
 )
-from snapshot_platform.sql_params import rewrite
+from snapshot_platform.sql_params import quote_identifier, rewrite
 
 # SQLSTATEs after which a fresh attempt from the partition's start may succeed.
 TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300"}
@@ -98,20 +98,62 @@ def _numeric_type(typmod: int) -> pa.DataType | None:
     return pa.decimal256(precision, scale)
 
 
-def _convert_plan(schema: pa.Schema) -> tuple[pa.Schema, list[pa.DataType | None]]:
-    """The snapshot's schema and, for each column, the type to cast to (None: keep as is)."""
-    fields, casts = [], []
+Convert = Callable[[pa.Array], pa.Array]
+
+
+def _scaled_int_to_decimal(target: pa.Decimal128Type) -> Convert:
+    """int8 holding value × 10^scale → decimal128(p, s): same 128-bit integers, a reinterpretation."""
+    as_int = pa.decimal128(19, 0)  # any int8 fits; the column's own precision bounds the values
+    return lambda col: pc.cast(col, as_int).view(target)
+
+
+def _text_to(target: pa.DataType) -> Convert:
+    return lambda col: pc.cast(col, target)
+
+
+def _storage(col: pa.Array) -> pa.Array:
+    return col.storage if isinstance(col.type, pa.BaseExtensionType) else col
+
+
+def _transfer_plan(schema: pa.Schema) -> tuple[pa.Schema, list[Convert | None], list[str]]:
+    """For each result column: its snapshot type, the client-side conversion, and the select item.
+
+    Decoding PostgreSQL's binary NUMERIC into Arrow is the costly part of a read, so NUMERIC(p,s)
+    travels as what is cheap to decode and exact: ``(value × 10^s)::int8`` when p ≤ 18 (it fits;
+    the client reinterprets the integers as decimal128(p,s)), text otherwise (cast to decimal exactly).
+    An unconstrained NUMERIC has no scale and stays text. NaN or infinity cannot be held exactly by a
+    decimal: the server refuses the int8 conversion and the read fails naming the column's type.
+    """
+    fields: list[pa.Field] = []
+    converts: list[Convert | None] = []
+    select: list[str] = []
     for f in schema:
         meta = {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}
-        target: pa.DataType | None = None
-        storage = f.type.storage_type if isinstance(f.type, pa.ExtensionType) else f.type
+        ident = quote_identifier(f.name)
+        item = f"snapshot_query.{ident}"
+        convert: Convert | None = None
+        out_type = f.type
         if meta.get("POSTGRESQL:type") == "numeric":
-            target = _numeric_type(int(meta.get("POSTGRESQL:typmod", "-1"))) or pa.string()
-        elif isinstance(f.type, pa.ExtensionType):
-            target = storage  # opaque types (json, uuid, ...) as their text or bytes
-        fields.append(pa.field(f.name, target or f.type, True))
-        casts.append(target)
-    return pa.schema(fields), casts
+            target = _numeric_type(int(meta.get("POSTGRESQL:typmod", "-1")))
+            if target is None:
+                out_type, item = pa.string(), f"{item}::text AS {ident}"
+                convert = _storage
+            elif isinstance(target, pa.Decimal128Type) and target.precision <= 18:
+                out_type = target
+                item = f"({item} * 1e{target.scale}::numeric)::int8 AS {ident}"
+                convert = _scaled_int_to_decimal(target)
+            else:
+                out_type = target
+                item = f"{item}::text AS {ident}"
+                text_to = _text_to(target)
+                convert = lambda col, text_to=text_to: text_to(_storage(col))  # noqa: E731
+        elif isinstance(f.type, pa.BaseExtensionType):
+            out_type = f.type.storage_type  # opaque types (json, uuid, ...) as their text or bytes
+            convert = _storage
+        fields.append(pa.field(f.name, out_type, True))
+        converts.append(convert)
+        select.append(item)
+    return pa.schema(fields), converts, select
 
 
 class PostgresSource(Source):
@@ -233,13 +275,16 @@ class PostgresSource(Source):
             if in_recovery:
                 state["replica_lag_s"] = lag
             stage = "query"
-            sql, _ = rewrite(
-                ordered(query, key),
+            bound, _ = rewrite(
+                query.rstrip().rstrip(";"),
                 lambda name, _i: f"current_setting('snapshot_platform.{name}')::timestamptz",
             )
-            cur.execute(sql)
+            # the result's columns and types first (planning only), to choose each column's transfer
+            cur.execute(f"SELECT * FROM (\n{bound}\n) AS snapshot_query LIMIT 0")
+            probe = cur.fetch_arrow_table().schema
+            schema, casts, select = _transfer_plan(probe)
+            cur.execute(ordered(bound, key, select=select))
             reader = cur.fetch_record_batch()
-            schema, casts = _convert_plan(reader.schema)
 
             def batches() -> Iterator[pa.RecordBatch]:
                 it = iter(reader)
@@ -250,20 +295,24 @@ class PostgresSource(Source):
                         return
                     except (adbc_driver_manager.Error, pa.ArrowException, OSError) as exc:
                         # ADBC reports a server error met while streaming as an Arrow error
+                        if re.search(r"cannot convert (NaN|infinity|-infinity) to bigint", str(exc), re.I):
+                            decimals = [f.name for f in schema if pa.types.is_decimal(f.type)]
+                            raise SourceError(
+                                f"source {self.name}: a NaN or infinite value in a NUMERIC column "
+                                f"({', '.join(decimals)}) cannot be held exactly by a decimal; "
+                                "filter it out or map it to NULL in the query"
+                            ) from None
                         raise self._error(exc, "streaming rows") from None
                     cols = []
-                    for name, col, target in zip(schema.names, b.columns, casts):
-                        if target is not None:
-                            if isinstance(col.type, pa.ExtensionType):
-                                col = col.storage
-                            if col.type != target:
-                                try:
-                                    col = pc.cast(col, target)
-                                except pa.ArrowException as exc:
-                                    raise SourceError(
-                                        f"source {self.name}: column {name!r} has a value that {target} "
-                                        f"cannot hold exactly (NaN or out of range?): {exc}"
-                                    ) from None
+                    for name, col, convert in zip(schema.names, b.columns, casts):
+                        if convert is not None:
+                            try:
+                                col = convert(col)
+                            except pa.ArrowException as exc:
+                                raise SourceError(
+                                    f"source {self.name}: column {name!r} has a value that "
+                                    f"{schema.field(name).type} cannot hold exactly: {exc}"
+                                ) from None
                         cols.append(col)
                     yield pa.RecordBatch.from_arrays(cols, schema=schema)
 

@@ -17,6 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+_LEVELLED = {"zstd", "gzip", "brotli", "lz4"}
+
+
 @dataclass(frozen=True)
 class WriterSettings:
     compression: str = "zstd"
@@ -152,7 +155,7 @@ def write_parts(
             hf,
             schema,
             compression=settings.compression,
-            compression_level=settings.compression_level,
+            compression_level=settings.compression_level if settings.compression in _LEVELLED else None,
             write_statistics=True,
         )
         state.update(writer=writer, raw=raw, hf=hf, rows=0, name=name)
@@ -169,7 +172,9 @@ def write_parts(
     def write_group(table: pa.Table) -> None:
         if state["writer"] is None:
             start_part()
-        state["writer"].write_table(table, row_group_size=settings.row_group_rows)
+        # one contiguous chunk per row group: the encoder's choices (e.g. when a dictionary
+        # overflows to plain encoding) then depend on the rows alone, not on the source's batch sizes
+        state["writer"].write_table(table.combine_chunks(), row_group_size=settings.row_group_rows)
         state["rows"] += table.num_rows
         if state["rows"] >= settings.part_rows:
             finish_part()
