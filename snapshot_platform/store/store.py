@@ -22,6 +22,7 @@ import errno
 import hashlib
 import io
 import os
+import posixpath
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from snapshot_platform.home import platform_home
+from snapshot_platform.store import backends
 from snapshot_platform.store import manifest as mf
 from snapshot_platform.store.writer import WriterSettings, WrittenData, prefetch, write_parts
 
@@ -152,6 +154,7 @@ class SnapshotStore:
             if existing is not None:
                 return PublishResult(version, False, existing, self.uri(final))
             manifest = {
+                **fields,  # first: what the store computes below cannot be overridden by a caller
                 "format_version": mf.FORMAT_VERSION,
                 "asset": asset,
                 "partition": partition,
@@ -164,7 +167,6 @@ class SnapshotStore:
                 ],
                 "schema": mf.schema_to_json(schema),
                 "writer": self.settings.as_dict(),
-                **fields,
             }
             if checker is not None:
                 manifest["checks"] = checker(self._staged_batches(staging, written, check_columns))
@@ -230,16 +232,29 @@ class SnapshotStore:
         return created
 
     def _place_remote(self, staging: UPath, final: UPath, written: WrittenData, raw: bytes) -> bool:
+        """Copy the staged parts into the version folder, then create the manifest only if absent.
+
+        Parts already in the folder (a concurrent publisher of this version, or one that died before
+        its manifest) hold the same bytes, the version id being a digest of them, so copying over
+        them changes nothing a reader could see; the conditional create of the manifest decides
+        which publisher wins (store/backends.py has how each object store spells it).
+        """
         fs = self.root.fs
-        for part in written.parts:
-            fs.copy(_fs_path(staging / part.path), _fs_path(final / part.path))
+        backends.backend_of(fs)  # refuse a backend without a conditional create before copying
         target = _fs_path(final / mf.MANIFEST_NAME)
-        try:
-            with fs.open(target, "xb") as f:  # conditional create (If-None-Match on S3)
-                f.write(raw)
-            return True
-        except FileExistsError:
+        fs.invalidate_cache(target)
+        if fs.exists(target):  # published since publish() looked: write nothing
             return False
+        try:
+            for part in written.parts:
+                src, dst = _fs_path(staging / part.path), _fs_path(final / part.path)
+                backends.copy_object(fs, src, dst, part.bytes)
+        except Exception:
+            fs.invalidate_cache(target)
+            if fs.exists(target):  # lost the race and the store refused the copy (e.g. object lock)
+                return False
+            raise
+        return backends.create_exclusive(fs, target, raw)
 
     def _same_files(self, folder: UPath, written: WrittenData) -> bool:
         for part in written.parts:
@@ -253,13 +268,10 @@ class SnapshotStore:
         return True
 
     def _remove_quietly(self, p: UPath) -> None:
-        try:
-            if self.local:
-                shutil.rmtree(str(p), ignore_errors=True)
-            elif p.exists():
-                p.fs.rm(_fs_path(p), recursive=True)
-        except OSError:
-            pass
+        if self.local:
+            shutil.rmtree(str(p), ignore_errors=True)
+        else:
+            backends.remove_tree(p.fs, _fs_path(p))
 
     # ------------------------------------------------------------ reading
 
@@ -342,11 +354,25 @@ class SnapshotStore:
     def iter_batches(
         self, manifest: dict[str, Any], columns: list[str] | None = None, batch_rows: int = 65_536
     ) -> Iterator[pa.RecordBatch]:
-        """Stream a version's rows; each part is hash-verified before any of its rows is returned."""
+        """Stream a version's rows; each part is hash-verified before any of its rows is returned.
+
+        Memory stays at about one batch: a part is hashed in a streaming pass, then read row group
+        by row group (published files are write-once, so the second pass reads the verified bytes).
+        """
+        folder = self.version_dir(manifest["asset"], manifest["partition"], manifest["version"])
         for f in manifest["files"]:
-            data = self._verified_bytes(manifest, f)
-            pf = pq.ParquetFile(io.BytesIO(data))
-            yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+            p = folder / f["path"]
+            try:
+                digest, size = sha256_of(p)
+            except FileNotFoundError:
+                raise IntegrityError(f"{self.uri(p)}: missing, listed in the manifest") from None
+            if digest != f["sha256"] or size != f["bytes"]:
+                raise IntegrityError(
+                    f"{self.uri(p)}: content does not match the manifest "
+                    f"(sha256 {digest}, expected {f['sha256']}); the snapshot is corrupt"
+                )
+            with p.open("rb") as fh:
+                yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=columns)
 
     def read_table(
         self, asset: str, partition: str, version: str | None = None, columns: list[str] | None = None
@@ -356,7 +382,9 @@ class SnapshotStore:
         tables = []
         for f in manifest["files"]:
             data = self._verified_bytes(manifest, f)
-            tables.append(pq.read_table(io.BytesIO(data), columns=columns))
+            # ParquetFile, not pq.read_table: the dataset reader's I/O threads can outlive a
+            # BytesIO at interpreter exit and abort the process
+            tables.append(pq.ParquetFile(io.BytesIO(data)).read(columns=columns))
         schema = tables[0].schema if tables else None
         return pa.concat_tables(tables) if len(tables) > 1 else (tables[0] if tables else pa.table({}, schema=schema))
 
@@ -366,10 +394,22 @@ def _fs_path(p: UPath) -> str:
 
 
 def _listdir(p: UPath) -> list[UPath]:
+    """The sub-folders of ``p``; none when ``p`` does not exist."""
+    if _is_local(p):
+        try:
+            return [c for c in p.iterdir() if c.is_dir()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    fs, path = p.fs, _fs_path(p)
+    # fsspec object stores cache listings for the life of the process (s3fs: with no expiry), so a
+    # long-lived process would never see versions published by others: list afresh every time.
+    fs.invalidate_cache(path)
     try:
-        return [c for c in p.iterdir() if c.is_dir()]
+        entries = fs.ls(path, detail=True)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    names = {posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory"}
+    return [p / name for name in sorted(names) if name]
 
 
 def _fsync_dir(p: Path) -> None:
