@@ -21,8 +21,14 @@ class SnapshotStoreResource(ConfigurableResource):
         description="Storage root for snapshots; default $SNAPSHOT_PLATFORM_STORAGE_URL or ~/.snapshot_platform/storage",
     )
 
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for the storage backend (e.g. S3 server-side encryption); no secrets here: "
+        "credentials come from the environment or the machine's identity",
+    )
+
     def get_store(self) -> SnapshotStore:
-        return SnapshotStore(self.storage_url)
+        return SnapshotStore(self.storage_url, storage_options=self.storage_options or None)
 
 
 def recorded_version(instance: Any, asset_key: AssetKey, partition: str) -> str | None:
