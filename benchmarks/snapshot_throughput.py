@@ -11,7 +11,7 @@ is its own:
 * **pandas**: ``pandas.read_sql`` of the same ordered query through SQLAlchemy 2 + psycopg 3, then
   ``DataFrame.to_parquet`` (pyarrow, its default snappy compression).
 
-Both run the same SQL text: ``SELECT * FROM (<query>) AS snapshot_query ORDER BY "l_orderkey"``.
+Both run the same ordered SQL: ``SELECT * FROM (<query>) AS snapshot_query ORDER BY l_orderkey, l_linenumber``.
 Reported per pipeline: wall time of the pipeline (imports and interpreter start excluded), rows/s,
 peak RSS of the child process (``os.wait4``'s rusage of that very child), RSS right after its
 imports, the bytes written, the child's CPU seconds (user + system, imports included) and the
@@ -56,10 +56,11 @@ FALLBACK_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 SNAPSHOT = "lineitem"
 PARTITION_KEY = "all"
-KEY = ["l_orderkey"]
+KEY = ["l_orderkey", "l_linenumber"]  # TPC-H's primary key of lineitem: unique, so the order is total
 QUERY = "SELECT * FROM lineitem WHERE l_shipdate >= :partition_start AND l_shipdate < :partition_end"
-# The exact text our PostgreSQL source sends (sources/base.py: ordered()), with the same parameters.
-ORDERED_QUERY = f'SELECT * FROM (\n{QUERY}\n) AS snapshot_query ORDER BY "l_orderkey"'
+# The ordered query, as our PostgreSQL source wraps it (sources/base.py: ordered()), same parameters.
+ORDERED_QUERY = (f'SELECT * FROM (\n{QUERY}\n) AS snapshot_query '
+                 'ORDER BY snapshot_query."l_orderkey", snapshot_query."l_linenumber"')
 WINDOW_START = dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc)
 WINDOW_END = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
 

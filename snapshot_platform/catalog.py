@@ -351,6 +351,30 @@ class ChecksSpec(_Strict):
     columns: dict[str, ColumnRules] = {}
 
 
+# engines whose string literals take backslash escapes ('it\'s'): their queries are scanned that way
+BACKSLASH_ESCAPE_KINDS = ("mysql", "bigquery", "snowflake")
+
+
+def query_parameter_problem(q: str, backslash_escapes: bool) -> str | None:
+    """What is wrong with a query's ``:name`` parameters, read in one dialect; None when nothing."""
+    names = [p.name for p in find_placeholders(q, backslash_escapes)]
+    missing = [w for w in WINDOW_PARAMS if w not in names]
+    if missing:
+        return (
+            "must use the partition window parameters "
+            + " and ".join(f":{m}" for m in missing)
+            + " (the half-open window [:partition_start, :partition_end) is bound by the driver)"
+        )
+    unknown = sorted(set(names) - set(WINDOW_PARAMS) - {SNAPSHOT_TIME_PARAM})
+    if unknown:
+        return (
+            "uses unknown parameters " + ", ".join(f":{u}" for u in unknown)
+            + "; only :partition_start and :partition_end are bound"
+            + f" (and :{SNAPSHOT_TIME_PARAM} on " + ", ".join(SNAPSHOT_TIME_KINDS) + ")"
+        )
+    return None
+
+
 class SnapshotSpec(_Strict):
     source: str
     description: str = ""
@@ -365,21 +389,11 @@ class SnapshotSpec(_Strict):
     @field_validator("query")
     @classmethod
     def _window_params(cls, q: str) -> str:
-        names = [p.name for p in find_placeholders(q)]
-        missing = [w for w in WINDOW_PARAMS if w not in names]
-        if missing:
-            raise ValueError(
-                "must use the partition window parameters "
-                + " and ".join(f":{m}" for m in missing)
-                + " (the half-open window [:partition_start, :partition_end) is bound by the driver)"
-            )
-        unknown = sorted(set(names) - set(WINDOW_PARAMS) - {SNAPSHOT_TIME_PARAM})
-        if unknown:
-            raise ValueError(
-                "uses unknown parameters " + ", ".join(f":{u}" for u in unknown)
-                + "; only :partition_start and :partition_end are bound"
-                + f" (and :{SNAPSHOT_TIME_PARAM} on " + ", ".join(SNAPSHOT_TIME_KINDS) + ")"
-            )
+        # the source's dialect is not known here: a query valid under either way of reading string
+        # literals passes, and parse_catalog checks it again with its source's dialect
+        problem = query_parameter_problem(q, backslash_escapes=False)
+        if problem and query_parameter_problem(q, backslash_escapes=True):
+            raise ValueError(problem)
         return q
 
     @field_validator("key", "not_null")
@@ -523,6 +537,8 @@ def _field_path(loc: tuple[Any, ...]) -> tuple[str, str]:
     if len(parts) >= 3 and parts[0] == "sources" and parts[2] in SOURCE_KINDS:
         parts = parts[:2] + parts[3:]
     if parts and parts[0] in {"sources", "snapshots", "models"} and len(parts) >= 2:
+        if parts[2:] == ["[key]"]:
+            return f"{parts[0]}.{parts[1]}", "(the entry's name)"
         return f"{parts[0]}.{parts[1]}", ".".join(parts[2:]) or "(the entry)"
     return "(top level)", ".".join(parts) or "(document)"
 
@@ -540,8 +556,10 @@ def parse_catalog(data: Any, path: str = "<memory>") -> Catalog:
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown field (a misspelling? unknown fields are errors, not ignored)"
-            elif err["type"] == "union_tag_invalid":
-                msg = "unknown kind; supported kinds: " + ", ".join(SOURCE_KINDS)
+            elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                field = "kind"
+                msg = ("unknown kind; supported kinds: " if err["type"] == "union_tag_invalid"
+                       else "missing; one of: ") + ", ".join(SOURCE_KINDS)
             problems.append(f"{path}: {entry}: field '{field}': {msg}")
         raise CatalogError(problems) from None
     problems = []
@@ -551,8 +569,13 @@ def parse_catalog(data: Any, path: str = "<memory>") -> Catalog:
             problems.append(
                 f"{path}: snapshots.{name}: field 'source': unknown source {snap.source!r} (known: {known})"
             )
-        elif SNAPSHOT_TIME_PARAM in {p.name for p in find_placeholders(snap.query)}:
-            kind = catalog.sources[snap.source].kind
+            continue
+        kind = catalog.sources[snap.source].kind
+        backslash = kind in BACKSLASH_ESCAPE_KINDS
+        problem = query_parameter_problem(snap.query, backslash_escapes=backslash)
+        if problem:
+            problems.append(f"{path}: snapshots.{name}: field 'query': {problem} (read as {kind} SQL)")
+        elif SNAPSHOT_TIME_PARAM in {p.name for p in find_placeholders(snap.query, backslash)}:
             if kind not in SNAPSHOT_TIME_KINDS:
                 problems.append(
                     f"{path}: snapshots.{name}: field 'query': :{SNAPSHOT_TIME_PARAM} pins tables to the read's "

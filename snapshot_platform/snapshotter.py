@@ -22,7 +22,7 @@ from snapshot_platform import __version__
 from snapshot_platform.catalog import Catalog, SnapshotSpec
 from snapshot_platform.checks import History, run_checks
 from snapshot_platform.partitions import window_for
-from snapshot_platform.sources import SourceError, Window, make_source
+from snapshot_platform.sources import Source, SourceError, Window, make_source
 from snapshot_platform.store import PublishResult, SnapshotStore, schema_to_json, sha256_text
 
 log = logging.getLogger(__name__)
@@ -91,13 +91,14 @@ def take_snapshot(
     dagster_run_id: str | None = None,
     window: Window | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    source: Source | None = None,
 ) -> SnapshotOutcome:
     if name not in catalog.snapshots:
         raise KeyError(f"{name!r} is not a snapshot in {catalog.path}")
     spec = catalog.snapshots[name]
     window = window or window_for(spec.partitions, partition_key)
     source_name, source_spec = catalog.source_of(name)
-    source = make_source(source_name, source_spec)
+    source = source if source is not None else make_source(source_name, source_spec)
     attempts = source_spec.max_attempts
     started = time.monotonic()
     for attempt in range(1, attempts + 1):

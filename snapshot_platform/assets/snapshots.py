@@ -2,6 +2,7 @@
 
 
 import json
+import warnings
 from typing import Any
 
 from dagster import (
@@ -11,6 +12,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    BetaWarning,
     DataVersion,
     MaterializeResult,
     MetadataValue,
@@ -24,7 +26,17 @@ from snapshot_platform.checks import check_defs
 from snapshot_platform.partitions import partitions_def
 from snapshot_platform.resources import VERSION_METADATA_KEY, SnapshotStoreResource
 from snapshot_platform.snapshotter import SnapshotOutcome, code_version, take_snapshot
+from snapshot_platform.source_resources import (
+    SourceResource,
+    ensure_pool_limit,
+    source_resource_key,
+    source_resources,
+)
+from snapshot_platform.source_resources import source_resource as make_source_resource
 from snapshot_platform.sources import Window
+
+# each snapshot asset carries its source's resource (resource_defs, "beta" in Dagster 1.13)
+warnings.filterwarnings("ignore", message=r"Parameter `resource_defs` of function `asset`", category=BetaWarning)
 
 SNAPSHOT_PREFIX = "snapshots"
 IO_MANAGER_KEY = "snapshot_io_manager"
@@ -81,8 +93,14 @@ def check_results(name: str, outcome: SnapshotOutcome) -> list[AssetCheckResult]
     return results
 
 
-def build_snapshot_asset(catalog: Catalog, name: str, spec: SnapshotSpec) -> AssetsDefinition:
+def build_snapshot_asset(
+    catalog: Catalog, name: str, spec: SnapshotSpec, source_resource: SourceResource | None = None
+) -> AssetsDefinition:
     source_kind = catalog.sources[spec.source].kind
+    source_key = source_resource_key(spec.source)
+    if source_resource is None:
+        source_resource = make_source_resource(spec.source, catalog.sources[spec.source])
+    max_queries = catalog.sources[spec.source].max_concurrent_queries
     description = spec.description or f"Snapshot of the {spec.source} query {name}"
 
     @asset(
@@ -96,6 +114,9 @@ def build_snapshot_asset(catalog: Catalog, name: str, spec: SnapshotSpec) -> Ass
         group_name=SNAPSHOT_PREFIX,
         io_manager_key=IO_MANAGER_KEY,
         pool=source_pool(spec.source),
+        # the source is a resource of its own (one shared object per source, see build_snapshot_assets)
+        resource_defs={source_key: source_resource},
+        required_resource_keys={"snapshot_store"},
         check_specs=[
             AssetCheckSpec(d.name, asset=snapshot_key(name), blocking=d.blocking, description=d.description)
             for d in check_defs(spec)
@@ -107,7 +128,13 @@ def build_snapshot_asset(catalog: Catalog, name: str, spec: SnapshotSpec) -> Ass
             "cadence": spec.partitions.cadence,
         },
     )
-    def _snapshot(context: AssetExecutionContext, snapshot_store: SnapshotStoreResource) -> MaterializeResult:
+    def _snapshot(context: AssetExecutionContext) -> MaterializeResult:
+        snapshot_store: SnapshotStoreResource = context.resources.snapshot_store
+        try:  # max_concurrent_queries is the pool's limit: correct it if the instance has another
+            if ensure_pool_limit(context.instance, source_pool(spec.source), max_queries):
+                context.log.info(f"pool {source_pool(spec.source)}: limit set to {max_queries} (max_concurrent_queries)")
+        except Exception as exc:  # never fail a snapshot over this; the pool keeps its current limit
+            context.log.warning(f"pool {source_pool(spec.source)}: could not set its limit: {type(exc).__name__}")
         tw = context.partition_time_window
         outcome = take_snapshot(
             catalog,
@@ -116,6 +143,7 @@ def build_snapshot_asset(catalog: Catalog, name: str, spec: SnapshotSpec) -> Ass
             snapshot_store.get_store(),
             dagster_run_id=context.run_id,
             window=Window(tw.start, tw.end),
+            source=getattr(context.resources, source_key).get_source(),
         )
         m = outcome.result.manifest
         if outcome.result.created:
@@ -141,7 +169,11 @@ def build_snapshot_asset(catalog: Catalog, name: str, spec: SnapshotSpec) -> Ass
 
 
 def build_snapshot_assets(catalog: Catalog) -> list[AssetsDefinition]:
-    return [build_snapshot_asset(catalog, name, spec) for name, spec in catalog.snapshots.items()]
+    resources = source_resources(catalog)  # one object per source: Dagster compares them by identity
+    return [
+        build_snapshot_asset(catalog, name, spec, resources[source_resource_key(spec.source)])
+        for name, spec in catalog.snapshots.items()
+    ]
 
 
 def manifest_json(manifest: dict[str, Any]) -> str:

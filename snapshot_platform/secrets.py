@@ -1,0 +1,91 @@
+"""Secret references resolved at run time: AWS Secrets Manager (``{aws_secret: NAME, key: FIELD}``).
+
+A secret is fetched when a connection opens, with ``VersionStage="AWSCURRENT"`` (after a rotation the
+new version carries that label), and kept in this process's memory only: never on disk, never in a
+spec, a log line or an exception. A source whose login fails fetches its secrets once more with
+``refresh=True`` before it gives up: that is how a rotation between two reads is picked up without
+a restart. Errors name the secret and the field, never a value.
+
+boto3 finds its credentials and region the usual way (instance or task role, ``AWS_PROFILE``,
+environment); ``AWS_ENDPOINT_URL_SECRETS_MANAGER`` points it at another endpoint (tests use moto's).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from snapshot_platform.catalog import AwsSecretRef, SecretMissingError
+
+_lock = threading.Lock()
+_cache: dict[tuple[str, str | None], str] = {}  # (secret name, region) -> SecretString
+fetches = 0  # how many times Secrets Manager was asked (for tests and debugging, never the values)
+
+
+def _client(region: str | None) -> Any:
+    import boto3
+
+    return boto3.session.Session().client("secretsmanager", region_name=region)
+
+
+def _fetch_secret_string(ref: AwsSecretRef) -> str:
+    global fetches
+    import botocore.exceptions
+
+    try:
+        client = _client(ref.region)
+        response = client.get_secret_value(SecretId=ref.aws_secret, VersionStage="AWSCURRENT")
+    except botocore.exceptions.NoRegionError:
+        raise SecretMissingError(
+            f"AWS secret {ref.aws_secret}: no region; set region: in the reference or AWS_REGION"
+        ) from None
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise SecretMissingError(f"AWS secret {ref.aws_secret}: Secrets Manager answered {code}") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise SecretMissingError(
+            f"AWS secret {ref.aws_secret}: cannot reach Secrets Manager ({type(exc).__name__})"
+        ) from None
+    finally:
+        fetches += 1
+    value = response.get("SecretString")
+    if value is None:
+        raise SecretMissingError(f"AWS secret {ref.aws_secret}: a binary secret is not supported; store a string")
+    return value
+
+
+def fetch_aws_secret(ref: AwsSecretRef, refresh: bool = False) -> str:
+    """The value ``ref`` names; ``refresh`` asks Secrets Manager again instead of using memory."""
+    cache_key = (ref.aws_secret, ref.region)
+    with _lock:
+        raw = None if refresh else _cache.get(cache_key)
+        if raw is None:
+            raw = _fetch_secret_string(ref)
+            _cache[cache_key] = raw
+    if ref.key is None:
+        return raw
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise SecretMissingError(
+            f"AWS secret {ref.aws_secret}: key {ref.key!r} asked for, but the secret is not a JSON object"
+        ) from None
+    if not isinstance(data, dict) or ref.key not in data:
+        raise SecretMissingError(f"AWS secret {ref.aws_secret}: has no key {ref.key!r}")
+    value = data[ref.key]
+    return value if isinstance(value, str) else str(value)
+
+
+def invalidate(ref: AwsSecretRef | None = None) -> None:
+    """Forget one secret (or all): the next use fetches it again."""
+    with _lock:
+        if ref is None:
+            _cache.clear()
+        else:
+            _cache.pop((ref.aws_secret, ref.region), None)
+
+
+def aws_refs(*values: Any) -> list[AwsSecretRef]:
+    """The AWS secret references among a spec's values (those worth fetching again after a failed login)."""
+    return [v for v in values if isinstance(v, AwsSecretRef)]

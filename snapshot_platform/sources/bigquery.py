@@ -1,0 +1,350 @@
+"""Google BigQuery, with google-cloud-bigquery; results as Arrow through the Storage Read API.
+
+Credentials, one of: a service account key file (``credentials_file``), a key's JSON kept in a
+secret (``credentials_json: {env: ...}`` or ``{aws_secret: ...}``), or, when neither is given,
+Application Default Credentials (machine identity: the attached service account on GCE/GKE/Cloud
+Run, workload identity federation, or ``gcloud auth application-default login``).
+
+One read:
+
+1. the window is bound as named query parameters ``@partition_start``/``@partition_end``
+   (``window_param_type``: TIMESTAMP by default);
+2. when the query writes ``FOR SYSTEM_TIME AS OF :snapshot_time`` after its tables, the source asks
+   the server for ``CURRENT_TIMESTAMP()`` first and binds it as ``@snapshot_time``: every table is
+   read as of that one instant (also on a re-run within the time-travel window), and the instant is
+   recorded as ``source_state.snapshot_time``. Without it a query still reads one consistent
+   snapshot per table, as of the job's start, recorded as such with ``pinned: false``;
+3. a dry run first: a statement that is not a ``SELECT`` (DML, DDL, a script) is refused before it
+   runs, and so is a query whose estimate exceeds ``maximum_bytes_billed``; the real job carries
+   ``maximum_bytes_billed`` too (the server's own guard) and ``job_timeout_ms`` (the statement
+   timeout, enforced by the server, which cancels the job);
+4. rows stream as Arrow record batches, through the Storage Read API when it is installed and
+   allowed, page by page over REST otherwise; the Arrow schema is derived from the result's
+   BigQuery schema, not from the values.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import datetime as dt
+import json
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+
+from snapshot_platform.catalog import SNAPSHOT_TIME_PARAM, BigQuerySourceSpec, SecretMissingError, resolve
+from snapshot_platform.secrets import aws_refs
+from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, ordered, plain_schema, redact
+from snapshot_platform.sql_params import find_placeholders, rewrite
+
+_SCOPES = ["https://www.googleapis.com/auth/bigquery", "https://www.googleapis.com/auth/cloud-platform"]
+_TRANSIENT_REASONS = {"backendError", "internalError", "rateLimitExceeded", "jobRateLimitExceeded"}
+
+_SCALARS = {
+    "INTEGER": pa.int64(),
+    "INT64": pa.int64(),
+    "FLOAT": pa.float64(),
+    "FLOAT64": pa.float64(),
+    "NUMERIC": pa.decimal128(38, 9),
+    "DECIMAL": pa.decimal128(38, 9),
+    "BIGNUMERIC": pa.decimal256(76, 38),
+    "BIGDECIMAL": pa.decimal256(76, 38),
+    "BOOLEAN": pa.bool_(),
+    "BOOL": pa.bool_(),
+    "STRING": pa.string(),
+    "BYTES": pa.binary(),
+    "DATE": pa.date32(),
+    "DATETIME": pa.timestamp("us"),
+    "TIME": pa.time64("us"),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "GEOGRAPHY": pa.string(),
+    "JSON": pa.string(),
+}
+
+
+def arrow_type(field: Any) -> pa.DataType:
+    """The Arrow type of one BigQuery result field (``SchemaField``), from the schema alone."""
+    kind = (field.field_type or "STRING").upper()
+    if kind in ("RECORD", "STRUCT"):
+        t: pa.DataType = pa.struct([pa.field(f.name, arrow_type(f), True) for f in field.fields])
+    elif kind == "RANGE":
+        t = pa.struct([pa.field("start", pa.timestamp("us", tz="UTC")), pa.field("end", pa.timestamp("us", tz="UTC"))])
+    else:
+        t = _SCALARS.get(kind, pa.string())
+    if field.mode == "REPEATED":
+        t = pa.list_(t)
+    return t
+
+
+def uses_snapshot_time(query: str) -> bool:
+    return any(p.name == SNAPSHOT_TIME_PARAM for p in find_placeholders(query, backslash_escapes=True))
+
+
+class BigQuerySource(Source):
+    kind = "bigquery"
+    spec: BigQuerySourceSpec
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "kind": "bigquery",
+            "host": urlsplit(self.spec.api_endpoint).hostname if self.spec.api_endpoint else "bigquery.googleapis.com",
+            "database": self.spec.project,
+            "project": self.spec.project,
+            "location": self.spec.location,
+        }
+        if self.spec.credentials_file is not None or self.spec.credentials_json is not None:
+            d["auth"] = "service_account_key"
+        else:
+            d["auth"] = "anonymous" if self.spec.anonymous else "application_default"
+        return d
+
+    def _secrets(self) -> list[str]:
+        found: list[str] = []
+        with contextlib.suppress(Exception):
+            if self.spec.credentials_json is not None:
+                raw = resolve(self.spec.credentials_json)
+                found.append(raw)
+                info = json.loads(raw)
+                found += [str(info.get("private_key", "")), str(info.get("private_key_id", ""))]
+        return found
+
+    # ------------------------------------------------------------ clients
+
+    def _credentials(self, refresh: bool) -> Any:
+        from google.auth.credentials import AnonymousCredentials
+
+        if self.spec.anonymous:
+            return AnonymousCredentials()
+        if self.spec.credentials_json is not None:
+            from google.oauth2 import service_account
+
+            info = json.loads(resolve(self.spec.credentials_json, refresh=refresh))
+            return service_account.Credentials.from_service_account_info(info, scopes=_SCOPES)
+        if self.spec.credentials_file is not None:
+            from google.oauth2 import service_account
+
+            return service_account.Credentials.from_service_account_file(
+                resolve(self.spec.credentials_file), scopes=_SCOPES
+            )
+        import google.auth
+
+        credentials, _project = google.auth.default(scopes=_SCOPES)
+        return credentials
+
+    def _clients(self, refresh: bool) -> tuple[Any, Any]:
+        from google.api_core.client_options import ClientOptions
+        from google.cloud import bigquery
+
+        credentials = self._credentials(refresh)
+        options = ClientOptions(api_endpoint=self.spec.api_endpoint) if self.spec.api_endpoint else None
+        client = bigquery.Client(
+            project=self.spec.project,
+            credentials=credentials,
+            location=self.spec.location,
+            client_options=options,
+        )
+        return client, self._storage_client(credentials)
+
+    def _storage_client(self, credentials: Any) -> Any:
+        if not self.spec.storage_api:
+            return None
+        try:
+            from google.cloud.bigquery_storage_v1 import BigQueryReadClient
+        except ImportError:
+            return None  # google-cloud-bigquery-storage not installed: rows come over REST
+        endpoint = self.spec.storage_api_endpoint
+        if endpoint is None:
+            if self.spec.api_endpoint is not None:
+                return None  # an emulator without a Storage API endpoint: REST
+            return BigQueryReadClient(credentials=credentials)
+        host = endpoint.rsplit(":", 1)[0].strip("[]")
+        if host in {"127.0.0.1", "localhost", "::1"}:
+            import grpc
+            from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
+
+            return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=grpc.insecure_channel(endpoint)))
+        from google.api_core.client_options import ClientOptions
+
+        return BigQueryReadClient(credentials=credentials, client_options=ClientOptions(api_endpoint=endpoint))
+
+    # ------------------------------------------------------------ errors
+
+    def _error(self, exc: BaseException, stage: str) -> SourceError:
+        from google.api_core import exceptions as gexc
+
+        text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, self._secrets())
+        reasons = {e.get("reason") for e in getattr(exc, "errors", None) or [] if isinstance(e, dict)}
+        code = getattr(exc, "code", None)
+        transient = False
+        hint = ""
+        if isinstance(exc, concurrent.futures.TimeoutError):
+            hint = f"cancelled by the statement timeout ({self.spec.statement_timeout_s:g}s): "
+            text = "the job did not finish in time"
+            code = "timeout"
+        elif "bytesBilledLimitExceeded" in reasons:
+            hint = f"the query would bill more than maximum_bytes_billed ({self.spec.maximum_bytes_billed}): "
+        elif "jobTimeout" in reasons or "timeout" in reasons:
+            hint = f"cancelled by the statement timeout ({self.spec.statement_timeout_s:g}s): "
+            code = "timeout"
+        elif isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)) and not (reasons & _TRANSIENT_REASONS):
+            hint = "permission denied: "
+        elif isinstance(exc, (gexc.InternalServerError, gexc.ServiceUnavailable, gexc.BadGateway, gexc.GatewayTimeout)):
+            transient = stage != "connect"
+        elif reasons & _TRANSIENT_REASONS:
+            transient = True
+        elif type(exc).__module__.startswith("google.auth"):
+            hint = "authentication failed: "
+        return SourceError(
+            f"source {self.name} ({stage}): {hint}{text}",
+            transient=transient,
+            code=str(code) if code is not None else None,
+        )
+
+    # ------------------------------------------------------------ the read
+
+    @contextlib.contextmanager
+    def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
+        import google.auth.exceptions
+        from google.api_core import exceptions as gexc
+        from google.api_core.retry import Retry
+        from google.cloud import bigquery
+
+        failures = (gexc.GoogleAPIError, google.auth.exceptions.GoogleAuthError, concurrent.futures.TimeoutError,
+                    OSError, ValueError)
+        # API calls give up after the connect timeout: an unreachable endpoint fails fast
+        api_retry = bigquery.DEFAULT_RETRY.with_deadline(self.spec.connect_timeout_s)
+        api_timeout = self.spec.connect_timeout_s
+        stage = "connect"
+        refreshable = bool(aws_refs(self.spec.credentials_json))
+        client = None
+        try:
+            for attempt in (0, 1):
+                client, storage = self._clients(refresh=attempt == 1)
+                try:
+                    pinned = uses_snapshot_time(query)
+                    snapshot_time: dt.datetime | None = None
+                    stage = "snapshot marker"
+                    if pinned:
+                        job = client.query("SELECT CURRENT_TIMESTAMP() AS now", retry=api_retry, timeout=api_timeout,
+                                           job_config=bigquery.QueryJobConfig(use_query_cache=False), job_retry=None)
+                        snapshot_time = next(iter(job.result(timeout=self.spec.statement_timeout_s, retry=api_retry,
+                                                             job_retry=None)))[0]
+                    break
+                except (google.auth.exceptions.RefreshError, gexc.Unauthorized):
+                    if attempt == 1 or not refreshable:
+                        raise
+            assert client is not None
+            stage = "dry run"
+            sql, _ = rewrite(ordered(query, key, quote=_quote), lambda n, _i: f"@{n}", backslash_escapes=True)
+            params = self._parameters(window, snapshot_time)
+            dry = client.query(
+                sql,
+                job_config=bigquery.QueryJobConfig(query_parameters=params, dry_run=True, use_query_cache=False),
+                retry=api_retry,
+                timeout=api_timeout,
+                job_retry=None,
+            )
+            if (dry.statement_type or "SELECT").upper() != "SELECT":
+                raise SourceError(
+                    f"source {self.name}: the query is a {dry.statement_type} statement; snapshots only run SELECT",
+                    code="not_select",
+                )
+            estimate = dry.total_bytes_processed or 0
+            if estimate > self.spec.maximum_bytes_billed:
+                raise SourceError(
+                    f"source {self.name}: the query would process {estimate} bytes, more than "
+                    f"maximum_bytes_billed ({self.spec.maximum_bytes_billed}); narrow it or raise the limit",
+                    code="bytes_billed",
+                )
+            stage = "query"
+            config = bigquery.QueryJobConfig(
+                query_parameters=params,
+                maximum_bytes_billed=self.spec.maximum_bytes_billed,
+                labels={"tool": "snapshot_platform"},
+                use_legacy_sql=False,
+            )
+            config.job_timeout_ms = int(self.spec.statement_timeout_s * 1000)
+            # job_retry=None: a failed job is retried (or not) by the snapshotter, from the partition's start
+            job = client.query(sql, job_config=config, job_id_prefix="snapshot_platform_", retry=api_retry,
+                               timeout=api_timeout, job_retry=None)
+            try:
+                rows = job.result(timeout=self.spec.statement_timeout_s, page_size=self.spec.fetch_batch_rows,
+                                  retry=Retry(deadline=self.spec.statement_timeout_s), job_retry=None)
+            except concurrent.futures.TimeoutError:
+                with contextlib.suppress(Exception):
+                    job.cancel(timeout=api_timeout)
+                raise
+            schema = pa.schema([pa.field(f.name, arrow_type(f), True) for f in rows.schema])
+            started = job.started or job.created
+            state = {
+                "engine": "bigquery",
+                "job_id": job.job_id,
+                "location": job.location,
+                "snapshot_time": (snapshot_time or started).astimezone(dt.timezone.utc).isoformat()
+                if (snapshot_time or started) else None,
+                "pinned": snapshot_time is not None,
+                "total_bytes_processed": job.total_bytes_processed,
+                "total_bytes_billed": job.total_bytes_billed,
+                "cache_hit": job.cache_hit,
+                "read_api": "storage" if storage is not None else "rest",
+            }
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                try:
+                    for b in rows.to_arrow_iterable(bqstorage_client=storage):
+                        if b.num_rows:
+                            yield _conform(b, schema, self.name)
+                except failures as exc:
+                    raise self._error(exc, "streaming rows") from None
+
+            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state)
+        except SourceError:
+            raise
+        except SecretMissingError as exc:
+            raise SourceError(f"source {self.name} ({stage}): {exc}") from None
+        except failures as exc:
+            raise self._error(exc, stage) from None
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+
+    def _parameters(self, window: Window, snapshot_time: dt.datetime | None) -> list[Any]:
+        from google.cloud import bigquery
+
+        utc = dt.timezone.utc
+        kind = self.spec.window_param_type
+
+        def bound(t: dt.datetime) -> Any:
+            t = t.astimezone(utc)
+            if kind == "DATE":
+                return t.date()
+            if kind == "DATETIME":
+                return t.replace(tzinfo=None)
+            return t
+
+        params = [
+            bigquery.ScalarQueryParameter("partition_start", kind, bound(window.start)),
+            bigquery.ScalarQueryParameter("partition_end", kind, bound(window.end)),
+        ]
+        if snapshot_time is not None:
+            params.append(bigquery.ScalarQueryParameter(SNAPSHOT_TIME_PARAM, "TIMESTAMP", snapshot_time))
+        return params
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, source: str) -> pa.RecordBatch:
+    """The batch in the schema derived from BigQuery's result schema (no driver metadata)."""
+    batch = pa.RecordBatch.from_arrays(list(batch.columns), schema=plain_schema(batch.schema))
+    if batch.schema.equals(schema):
+        return batch
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SourceError(f"source {source}: a result column does not fit its BigQuery type: {exc}") from None
+
+
+def _quote(name: str) -> str:
+    """BigQuery quotes identifiers with backticks; a backtick inside is escaped with a backslash."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"

@@ -1,0 +1,340 @@
+"""MySQL and MariaDB, read through PyMySQL's unbuffered (streaming) cursor.
+
+One session per read:
+
+1. ``time_zone = '+00:00'`` (``TIMESTAMP`` values and ``NOW()`` in UTC), ``REPEATABLE READ``,
+   ``SET SESSION TRANSACTION READ ONLY`` and the statement timeout (MariaDB ``max_statement_time``
+   in seconds, MySQL ``MAX_EXECUTION_TIME`` in milliseconds), each value bound by the driver;
+2. ``START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY``: every statement after it reads one
+   InnoDB snapshot, and any write in it fails (error 1792);
+3. the engine's marker of that point in time as ``source_state``: the GTID position (MariaDB
+   ``@@gtid_current_pos``, MySQL ``@@global.gtid_executed``) and, on MariaDB, the binlog file and
+   position that belong to the snapshot (``binlog_snapshot_file``/``_position``), where the server
+   writes a binlog;
+4. the ordered query, ``:partition_start``/``:partition_end`` rewritten to the driver's
+   ``%(name)s`` and bound as naive UTC datetimes, streamed with ``fetchmany`` in bounded batches.
+
+Arrow types come from the result metadata (type code, length, scale, flags, character set), never
+from the values: ``DECIMAL(p,s)`` is ``decimal128(p,s)`` (``decimal256`` above 38 digits),
+``DATETIME`` a naive timestamp (wall clock, as stored), ``TIMESTAMP`` an instant in UTC, ``TIME`` a
+duration (MySQL's TIME spans ±838 hours), ``BIT`` an unsigned integer, unsigned integers unsigned,
+binary strings binary. A zero date (``0000-00-00``) has no Arrow value: the read fails naming the
+column (``NULLIF`` it in the query).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from typing import Any, Callable, Iterator
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pyarrow as pa
+
+from snapshot_platform.catalog import MySQLSourceSpec, SecretMissingError, resolve
+from snapshot_platform.secrets import aws_refs
+from snapshot_platform.sources.base import (
+    Source,
+    SourceError,
+    SourceRead,
+    Window,
+    ordered,
+    redact,
+    with_secret_refresh,
+)
+from snapshot_platform.sql_params import rewrite
+
+# error codes after which a fresh attempt from the partition's start may succeed
+TRANSIENT_CODES = {
+    1205,  # lock wait timeout
+    1213,  # deadlock
+    1053,  # server shutdown in progress
+    1927,  # connection killed (MariaDB)
+    2006,  # server has gone away
+    2013,  # lost connection during query
+    1040,  # too many connections
+}
+AUTH_CODES = {1045, 1698}  # access denied (wrong password, unknown user)
+TIMEOUT_CODES = {1969, 3024}  # MariaDB max_statement_time, MySQL MAX_EXECUTION_TIME
+_MESSAGES = {
+    1792: "the query tried to write; snapshot sessions are read-only",
+    1142: "permission denied",
+    1143: "permission denied",
+    1044: "permission denied",
+    1227: "permission denied",
+    1045: "authentication failed",
+    1698: "authentication failed",
+    2003: "cannot connect",
+    2005: "unknown host",
+}
+
+# MySQL protocol column types (pymysql.constants.FIELD_TYPE)
+_DECIMAL, _TINY, _SHORT, _LONG, _FLOAT, _DOUBLE, _NULL, _TIMESTAMP, _LONGLONG, _INT24 = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+_DATE, _TIME, _DATETIME, _YEAR, _NEWDATE, _VARCHAR, _BIT = 10, 11, 12, 13, 14, 15, 16
+_JSON, _NEWDECIMAL, _ENUM, _SET = 245, 246, 247, 248
+_TINY_BLOB, _MEDIUM_BLOB, _LONG_BLOB, _BLOB, _VAR_STRING, _STRING, _GEOMETRY = 249, 250, 251, 252, 253, 254, 255
+_UNSIGNED_FLAG = 32
+_BINARY_CHARSET = 63
+
+_INTS = {
+    _TINY: (pa.int8(), pa.uint8()),
+    _SHORT: (pa.int16(), pa.uint16()),
+    _INT24: (pa.int32(), pa.uint32()),
+    _LONG: (pa.int32(), pa.uint32()),
+    _LONGLONG: (pa.int64(), pa.uint64()),
+}
+
+
+def _decimal_type(length: int, scale: int, unsigned: bool) -> pa.DataType:
+    """MySQL reports DECIMAL(p,s) with length p + (1 for the point if s > 0) + (1 for the sign if signed)."""
+    precision = length - (1 if scale > 0 else 0) - (0 if unsigned else 1)
+    precision = max(precision, scale, 1)
+    return pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
+
+
+def arrow_type(type_code: int, length: int, scale: int, flags: int, charsetnr: int) -> pa.DataType:
+    """The Arrow type of one result column, from the protocol's column definition alone."""
+    unsigned = bool(flags & _UNSIGNED_FLAG)
+    if type_code in _INTS:
+        return _INTS[type_code][1 if unsigned else 0]
+    if type_code in (_DECIMAL, _NEWDECIMAL):
+        return _decimal_type(length, scale, unsigned)
+    if type_code == _FLOAT:
+        return pa.float32()
+    if type_code == _DOUBLE:
+        return pa.float64()
+    if type_code == _YEAR:
+        return pa.int16()
+    if type_code in (_DATE, _NEWDATE):
+        return pa.date32()
+    if type_code == _DATETIME:
+        return pa.timestamp("us")
+    if type_code == _TIMESTAMP:
+        return pa.timestamp("us", tz="UTC")
+    if type_code == _TIME:
+        return pa.duration("us")
+    if type_code == _BIT:
+        return pa.uint64()
+    if type_code == _NULL:
+        return pa.null()
+    if type_code == _GEOMETRY:
+        return pa.binary()
+    if type_code in (_TINY_BLOB, _MEDIUM_BLOB, _LONG_BLOB, _BLOB, _VAR_STRING, _STRING, _VARCHAR):
+        return pa.binary() if charsetnr == _BINARY_CHARSET else pa.string()
+    return pa.string()  # JSON, ENUM, SET and anything newer: as text
+
+
+def _bits(value: Any) -> Any:
+    return int.from_bytes(value, "big") if isinstance(value, (bytes, bytearray)) else value
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8")
+    return value
+
+
+def _converter(t: pa.DataType, type_code: int) -> Callable[[Any], Any] | None:
+    if type_code == _BIT:
+        return _bits
+    if pa.types.is_string(t):
+        return _text
+    return None
+
+
+class MySQLSource(Source):
+    kind = "mysql"
+    spec: MySQLSourceSpec
+
+    # ------------------------------------------------------------ connection settings
+
+    def _parts(self, refresh: bool = False) -> dict[str, Any]:
+        url = resolve(self.spec.url, refresh=refresh)
+        parts = urlsplit(url)
+        if parts.scheme not in {"mysql", "mariadb", "mysql+pymysql"}:
+            raise SourceError(f"source {self.name}: url must start with mysql:// (got {parts.scheme or 'nothing'}://)")
+        password = unquote(parts.password) if parts.password else None
+        if self.spec.password is not None:
+            password = resolve(self.spec.password, refresh=refresh)
+        return {
+            "host": parts.hostname or "127.0.0.1",
+            "port": parts.port or 3306,
+            "user": unquote(parts.username) if parts.username else None,
+            "password": password or "",
+            "database": parts.path.lstrip("/") or None,
+            "options": dict(parse_qsl(parts.query)),
+            "url": url,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        p = self._parts()
+        return {"kind": "mysql", "host": p["host"], "port": p["port"], "database": p["database"]}
+
+    def _secrets(self) -> list[str]:
+        try:
+            p = self._parts()
+        except Exception:
+            return []
+        return [p["url"], p["password"]]
+
+    def _error(self, exc: BaseException, stage: str) -> SourceError:
+        args = getattr(exc, "args", ())
+        code = args[0] if args and isinstance(args[0], int) else None
+        text = str(args[1]) if len(args) > 1 else str(exc)
+        text = redact(text.strip(), self._secrets())
+        if code in TIMEOUT_CODES:
+            hint = f"cancelled by the statement timeout ({self.spec.statement_timeout_s:g}s): "
+        else:
+            hint = _MESSAGES.get(code or 0, "")
+            hint = hint + ": " if hint else ""
+        transient = code in TRANSIENT_CODES and stage != "connect"
+        return SourceError(
+            f"source {self.name} ({stage}): {hint}{text}" + (f" [error {code}]" if code else ""),
+            transient=transient,
+            code=str(code) if code is not None else None,
+        )
+
+    def _connect(self, refresh: bool) -> Any:
+        import pymysql
+        import pymysql.cursors
+
+        p = self._parts(refresh=refresh)
+        ssl: dict[str, Any] | None = None
+        if self.spec.ssl_ca is not None:
+            ssl = {"ca": resolve(self.spec.ssl_ca), "check_hostname": True}
+        timeout = max(1, int(self.spec.connect_timeout_s))
+        return pymysql.connect(
+            host=p["host"],
+            port=p["port"],
+            user=p["user"],
+            password=p["password"],
+            database=p["database"],
+            connect_timeout=timeout,
+            # a socket read that waits longer than the statement may run means a dead connection
+            read_timeout=int(self.spec.statement_timeout_s) + 60,
+            write_timeout=int(self.spec.statement_timeout_s) + 60,
+            charset="utf8mb4",
+            autocommit=True,
+            cursorclass=pymysql.cursors.SSCursor,
+            ssl=ssl,
+            program_name="snapshot_platform",
+        )
+
+    # ------------------------------------------------------------ the read
+
+    @contextlib.contextmanager
+    def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
+        import pymysql
+
+        try:
+            conn = with_secret_refresh(
+                self._connect,
+                lambda exc: isinstance(exc, pymysql.err.OperationalError) and exc.args[:1] and exc.args[0] in AUTH_CODES,
+                refreshable=bool(aws_refs(self.spec.url, self.spec.password)),
+            )
+        except pymysql.err.MySQLError as exc:
+            raise self._error(exc, "connect") from None
+        except SecretMissingError as exc:
+            raise SourceError(f"source {self.name} (connect): {exc}") from None
+        except OSError as exc:
+            raise SourceError(f"source {self.name} (connect): {redact(str(exc), self._secrets())}") from None
+        cur = conn.cursor()
+        stage = "session setup"
+        try:
+            cur.execute("SELECT VERSION()")
+            version = str(cur.fetchall()[0][0])
+            mariadb = "mariadb" in version.lower()
+            cur.execute("SET SESSION time_zone = '+00:00'")
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SET SESSION TRANSACTION READ ONLY")
+            if mariadb:
+                cur.execute("SET SESSION max_statement_time = %s", (float(self.spec.statement_timeout_s),))
+            else:
+                cur.execute("SET SESSION MAX_EXECUTION_TIME = %s", (int(self.spec.statement_timeout_s * 1000),))
+            # the writer may pause between batches: let the server wait for us as long as a statement may run
+            cur.execute("SET SESSION net_write_timeout = %s", (int(self.spec.statement_timeout_s) + 60,))
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            stage = "snapshot marker"
+            state = self._state(cur, version, mariadb)
+
+            stage = "query"
+            # PyMySQL formats with %: a literal % in the query must be doubled first
+            sql, _ = rewrite(ordered(query, key, quote=_quote).replace("%", "%%"), lambda n, _i: f"%({n})s",
+                             backslash_escapes=True)
+            utc = dt.timezone.utc
+            params = {
+                "partition_start": window.start.astimezone(utc).replace(tzinfo=None),
+                "partition_end": window.end.astimezone(utc).replace(tzinfo=None),
+            }
+            cur.execute(sql, params)
+            fields = list(getattr(cur, "_result").fields)
+            schema = pa.schema(
+                [
+                    pa.field(f.name, arrow_type(f.type_code, f.length, f.scale, f.flags, f.charsetnr), True)
+                    for f in fields
+                ]
+            )
+            converters = [_converter(t, f.type_code) for t, f in zip(schema.types, fields)]
+            batch_rows = self.spec.fetch_batch_rows
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                while True:
+                    try:
+                        rows = cur.fetchmany(batch_rows)
+                    except pymysql.err.MySQLError as exc:
+                        raise self._error(exc, "streaming rows") from None
+                    if not rows:
+                        return
+                    yield self._batch(rows, schema, converters)
+
+            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state)
+        except pymysql.err.MySQLError as exc:
+            raise self._error(exc, stage) from None
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()  # closing without reading the rest: the server discards the result
+
+    def _batch(
+        self, rows: list[tuple], schema: pa.Schema, converters: list[Callable[[Any], Any] | None]
+    ) -> pa.RecordBatch:
+        arrays = []
+        for i, (f, conv) in enumerate(zip(schema, converters)):
+            values = [r[i] for r in rows]
+            if conv is not None:
+                values = [None if v is None else conv(v) for v in values]
+            try:
+                arrays.append(pa.array(values, type=f.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeDecodeError) as exc:
+                bad = next((v for v in values if isinstance(v, str)), None)
+                why = f"value {bad!r} (a zero or invalid date? NULLIF it in the query)" if bad else str(exc)
+                raise SourceError(
+                    f"source {self.name}: column {f.name!r} ({f.type}) cannot hold {why}"
+                ) from None
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    def _state(self, cur: Any, version: str, mariadb: bool) -> dict[str, Any]:
+        state: dict[str, Any] = {"engine": "mariadb" if mariadb else "mysql", "server_version": version}
+        # (no parameters: PyMySQL leaves a % alone)
+        cur.execute("SELECT @@server_id, @@log_bin, DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ')")
+        server_id, log_bin, started = cur.fetchall()[0]
+        state.update(server_id=int(server_id), log_bin=bool(log_bin), transaction_start=started)
+        if mariadb:
+            cur.execute("SELECT @@gtid_current_pos, @@gtid_binlog_pos")
+            current, binlog = cur.fetchall()[0]
+            state["gtid_current_pos"] = current or None
+            state["gtid_binlog_pos"] = binlog or None
+            # MariaDB: the binlog coordinates that match START TRANSACTION WITH CONSISTENT SNAPSHOT
+            cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            snap = {str(k): v for k, v in cur.fetchall()}
+            if log_bin and snap.get("Binlog_snapshot_file"):
+                state["binlog_file"] = snap["Binlog_snapshot_file"]
+                state["binlog_position"] = int(snap.get("Binlog_snapshot_position") or 0)
+        else:
+            cur.execute("SELECT @@global.gtid_executed")
+            state["gtid_executed"] = cur.fetchall()[0][0] or None
+        return state
+
+
+def _quote(name: str) -> str:
+    """MySQL quotes identifiers with backticks (double quotes are strings unless ANSI_QUOTES)."""
+    return "`" + name.replace("`", "``") + "`"

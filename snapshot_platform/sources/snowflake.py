@@ -1,0 +1,272 @@
+"""Snowflake, with snowflake-connector-python; results as Arrow batches (``fetch_arrow_batches``).
+
+Authentication: a password, or a key pair (``private_key`` PEM in a secret, or ``private_key_file``,
+with an optional ``private_key_passphrase``). Any of them may be ``{env: ...}`` or
+``{aws_secret: ...}``; after a failed login an AWS secret is fetched once more (rotation).
+
+One session per read, with ``STATEMENT_TIMEOUT_IN_SECONDS`` (the server cancels a longer query),
+``TIMEZONE = UTC`` and a ``QUERY_TAG``; ``login_timeout`` bounds the connection. The window is bound
+server-side (``qmark`` binding, typed ``TIMESTAMP_NTZ`` holding UTC, which the session's UTC time
+zone makes the same instant for every timestamp and date column). A query may pin its tables to the read's
+start with ``AT(TIMESTAMP => :snapshot_time::TIMESTAMP_LTZ)``: the source reads the server's
+``CURRENT_TIMESTAMP()`` first and binds it, and records it as ``source_state.snapshot_time``.
+The query id (``sfqid``) is recorded too: Snowflake keeps it in ``QUERY_HISTORY``, and its result
+can be fetched again for a day. Snowflake has no read-only session: give the source a role that
+can only SELECT (``role:``).
+
+The Arrow schema comes from the result metadata (type code, precision, scale), and every batch is
+cast to it: ``NUMBER(p,0)`` is ``int64`` up to 18 digits, ``decimal128(p,0)`` above;
+``NUMBER(p,s)`` is ``decimal128(p,s)``; ``TIMESTAMP_NTZ`` a naive timestamp; ``TIMESTAMP_LTZ`` and
+``_TZ`` instants in UTC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+from snapshot_platform.catalog import SNAPSHOT_TIME_PARAM, SecretMissingError, SnowflakeSourceSpec, resolve
+from snapshot_platform.secrets import aws_refs
+from snapshot_platform.sources.base import (
+    Source,
+    SourceError,
+    SourceRead,
+    Window,
+    ordered,
+    plain_schema,
+    redact,
+    with_secret_refresh,
+)
+from snapshot_platform.sql_params import find_placeholders, rewrite
+
+AUTH_ERRNOS = {390100, 390144, 390191, 251005, 251006}
+TIMEOUT_ERRNOS = {630, 604}
+PERMISSION_ERRNOS = {3001, 3003, 2003, 2043}
+TRANSIENT_ERRNOS = {390114, 250003, 250005, 254003}
+
+# snowflake.connector.constants.FIELD_TYPES, by index
+_FIXED, _REAL, _TEXT, _DATE, _TIMESTAMP, _VARIANT, _TS_LTZ, _TS_TZ, _TS_NTZ = range(9)
+_OBJECT, _ARRAY, _BINARY, _TIME, _BOOLEAN = 9, 10, 11, 12, 13
+
+
+def _unit(scale: int | None) -> str:
+    return "ns" if (scale or 0) > 6 else "us"
+
+
+def arrow_type(type_code: int, precision: int | None, scale: int | None) -> pa.DataType:
+    if type_code == _FIXED:
+        p, s = precision or 38, scale or 0
+        if s == 0:
+            return pa.int64() if p <= 18 else pa.decimal128(p, 0)
+        return pa.decimal128(p, s)
+    if type_code == _REAL:
+        return pa.float64()
+    if type_code == _DATE:
+        return pa.date32()
+    if type_code in (_TIMESTAMP, _TS_NTZ):
+        return pa.timestamp(_unit(scale))
+    if type_code in (_TS_LTZ, _TS_TZ):
+        return pa.timestamp(_unit(scale), tz="UTC")
+    if type_code == _TIME:
+        return pa.time64(_unit(scale))
+    if type_code == _BOOLEAN:
+        return pa.bool_()
+    if type_code == _BINARY:
+        return pa.binary()
+    return pa.string()  # TEXT, VARIANT, OBJECT, ARRAY, GEOGRAPHY...: as text
+
+
+class SnowflakeSource(Source):
+    kind = "snowflake"
+    spec: SnowflakeSourceSpec
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "snowflake",
+            "host": self.spec.host or f"{self.spec.account}.snowflakecomputing.com",
+            "account": self.spec.account,
+            "database": self.spec.database,
+            "schema": self.spec.schema_name,
+            "warehouse": self.spec.warehouse,
+            "role": self.spec.role,
+            "auth": "password" if self.spec.password is not None else "key_pair",
+        }
+
+    def _secret_values(self) -> list[str]:
+        found: list[str] = []
+        for ref in (self.spec.password, self.spec.private_key, self.spec.private_key_passphrase):
+            if ref is not None:
+                with contextlib.suppress(Exception):
+                    found.append(resolve(ref))
+        return found
+
+    def _private_key(self, refresh: bool) -> bytes | None:
+        if self.spec.private_key is None and self.spec.private_key_file is None:
+            return None
+        from cryptography.hazmat.primitives import serialization
+
+        if self.spec.private_key is not None:
+            pem = resolve(self.spec.private_key, refresh=refresh).encode()
+        else:
+            assert self.spec.private_key_file is not None
+            with open(resolve(self.spec.private_key_file), "rb") as fh:
+                pem = fh.read()
+        passphrase = (
+            resolve(self.spec.private_key_passphrase, refresh=refresh).encode()
+            if self.spec.private_key_passphrase is not None else None
+        )
+        try:
+            key = serialization.load_pem_private_key(pem, password=passphrase)
+        except (ValueError, TypeError):
+            raise SourceError(f"source {self.name}: the private key cannot be read (not PEM, or a wrong passphrase)") from None
+        return key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    def _connect(self, refresh: bool) -> Any:
+        import snowflake.connector
+
+        kwargs: dict[str, Any] = {
+            "account": self.spec.account,
+            "user": resolve(self.spec.user),
+            "login_timeout": self.spec.connect_timeout_s,
+            "network_timeout": self.spec.statement_timeout_s + 60,
+            "paramstyle": "qmark",
+            "autocommit": True,
+            "client_session_keep_alive": False,
+            "session_parameters": {
+                "STATEMENT_TIMEOUT_IN_SECONDS": max(1, int(self.spec.statement_timeout_s)),
+                "TIMEZONE": "UTC",
+                "QUERY_TAG": "snapshot_platform",
+                "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False,
+            },
+        }
+        for name in ("warehouse", "database", "role"):
+            if getattr(self.spec, name):
+                kwargs[name] = getattr(self.spec, name)
+        if self.spec.schema_name:
+            kwargs["schema"] = self.spec.schema_name
+        if self.spec.host:
+            kwargs["host"] = self.spec.host
+        if self.spec.port:
+            kwargs["port"] = self.spec.port
+        kwargs["protocol"] = self.spec.protocol
+        if self.spec.password is not None:
+            kwargs["password"] = resolve(self.spec.password, refresh=refresh)
+        else:
+            kwargs["private_key"] = self._private_key(refresh)
+            kwargs["authenticator"] = "SNOWFLAKE_JWT"
+        return snowflake.connector.connect(**kwargs)
+
+    def _error(self, exc: BaseException, stage: str) -> SourceError:
+        if isinstance(exc, SourceError):
+            return exc
+        errno = getattr(exc, "errno", None)
+        raw = getattr(exc, "raw_msg", None) or getattr(exc, "msg", None) or str(exc)
+        text = redact(str(raw).strip(), self._secret_values())
+        transient = False
+        if errno in TIMEOUT_ERRNOS:
+            hint = f"cancelled by the statement timeout ({self.spec.statement_timeout_s:g}s): "
+        elif errno in AUTH_ERRNOS or "incorrect username or password" in text.lower():
+            hint = "authentication failed: "
+        elif errno in PERMISSION_ERRNOS:
+            hint = "permission denied (or no such object): "
+        else:
+            hint = ""
+            transient = errno in TRANSIENT_ERRNOS and stage != "connect"
+        return SourceError(
+            f"source {self.name} ({stage}): {hint}{text}" + (f" [errno {errno}]" if errno else ""),
+            transient=transient,
+            code=str(errno) if errno is not None else None,
+        )
+
+    @contextlib.contextmanager
+    def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
+        import snowflake.connector.errors as sferr
+
+        def auth_failure(exc: BaseException) -> bool:
+            return getattr(exc, "errno", None) in AUTH_ERRNOS or "incorrect username or password" in str(exc).lower()
+
+        try:
+            conn = with_secret_refresh(
+                self._connect,
+                auth_failure,
+                refreshable=bool(aws_refs(self.spec.password, self.spec.private_key, self.spec.private_key_passphrase)),
+            )
+        except (sferr.Error, OSError) as exc:
+            raise self._error(exc, "connect") from None
+        except SecretMissingError as exc:
+            raise SourceError(f"source {self.name} (connect): {exc}") from None
+        cur = conn.cursor()
+        stage = "snapshot marker"
+        try:
+            cur.execute("SELECT CURRENT_TIMESTAMP(), CURRENT_VERSION()")
+            now, version = cur.fetchone()
+            pinned = any(p.name == SNAPSHOT_TIME_PARAM for p in find_placeholders(query, backslash_escapes=True))
+            stage = "query"
+            sql, names = rewrite(ordered(query, key, quote=_quote), lambda _n, _i: "?", backslash_escapes=True)
+            # bound server-side as TIMESTAMP_NTZ holding UTC wall time: with the session's TIMEZONE = UTC,
+            # Snowflake compares it with DATE, TIMESTAMP_NTZ, _LTZ and _TZ columns as the UTC instant
+            values = {
+                "partition_start": _utc_wall(window.start),
+                "partition_end": _utc_wall(window.end),
+                SNAPSHOT_TIME_PARAM: _utc_wall(now),
+            }
+            cur.execute(sql, [("TIMESTAMP_NTZ", values[n]) for n in names],
+                        timeout=int(self.spec.statement_timeout_s) + 5)
+            schema = pa.schema(
+                [pa.field(c.name, arrow_type(c.type_code, c.precision, c.scale), True) for c in cur.description]
+            )
+            state = {
+                "engine": "snowflake",
+                "query_id": cur.sfqid,
+                "server_version": version,
+                "snapshot_time": now.astimezone(dt.timezone.utc).isoformat() if isinstance(now, dt.datetime) else str(now),
+                "pinned": pinned,
+            }
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                try:
+                    for table in cur.fetch_arrow_batches():
+                        for b in table.to_batches():
+                            if b.num_rows:
+                                yield _conform(b, schema, self.name)
+                except sferr.Error as exc:
+                    raise self._error(exc, "streaming rows") from None
+
+            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state)
+        except sferr.Error as exc:
+            raise self._error(exc, stage) from None
+        finally:
+            with contextlib.suppress(Exception):
+                cur.close()
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def _utc_wall(t: Any) -> dt.datetime:
+    if not isinstance(t, dt.datetime):
+        raise SourceError(f"the server's CURRENT_TIMESTAMP() came back as {type(t).__name__}, not a timestamp")
+    return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def _quote(name: str) -> str:
+    """A plain name stays unquoted, so Snowflake resolves it as usual (``id`` is the column ``ID``);
+    anything else is a quoted (case-sensitive) identifier."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,254}", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, source: str) -> pa.RecordBatch:
+    batch = pa.RecordBatch.from_arrays(list(batch.columns), schema=plain_schema(batch.schema))
+    if batch.schema.equals(schema):
+        return batch
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SourceError(f"source {source}: a result column does not fit its Snowflake type: {exc}") from None

@@ -1,0 +1,53 @@
+"""Run ``dagster asset materialize`` as a user would, for the source engine tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+def dagster_materialize(
+    catalog: Path, env: Any, assets: list[str], partition: str, timeout: float = 240, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """``dagster asset materialize -m snapshot_platform.definitions --select ... --partition ...``.
+
+    ``env`` is the ``platform_env`` fixture (storage, homes and DAGSTER_HOME in tmp_path).
+    """
+    environ = {
+        **os.environ,
+        "SNAPSHOT_PLATFORM_CATALOG": str(catalog),
+        "SNAPSHOT_PLATFORM_STORAGE_URL": str(env.storage),
+        "SNAPSHOT_PLATFORM_HOME": str(env.home),
+        "DAGSTER_HOME": str(env.dagster_home),
+        **extra_env,
+    }
+    return subprocess.run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "snapshot_platform.definitions",
+         "--select", ",".join(f"snapshots/{a}" for a in assets), "--partition", partition],
+        env=environ, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def published_manifests(storage: Path, name: str, partition: str) -> list[dict[str, Any]]:
+    folder = storage / "snapshots" / name / partition
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/manifest.json"))]
+
+
+def files_containing(root: Path, needle: str) -> list[str]:
+    """Every file under ``root`` whose bytes contain ``needle`` (utf-8), SQLite databases included."""
+    raw = needle.encode()
+    found = []
+    for p in root.rglob("*"):
+        if p.is_file():
+            try:
+                if raw in p.read_bytes():
+                    found.append(str(p))
+            except OSError:
+                pass
+    return found
