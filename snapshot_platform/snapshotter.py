@@ -36,9 +36,10 @@ def code_version(spec: SnapshotSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(libraries: tuple[str, ...] = _LIBRARIES) -> dict[str, str]:
+    """Python's, ours and the installed versions of ``libraries`` (those that are installed)."""
     found = {"python": platform.python_version(), "snapshot_platform": __version__}
-    for lib in _LIBRARIES:
+    for lib in libraries:
         try:
             found[lib] = importlib.metadata.version(lib)
         except importlib.metadata.PackageNotFoundError:

@@ -15,10 +15,8 @@ The steps, each deterministic so that a retrain from the same lock gives identic
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +28,7 @@ import pyarrow as pa
 from snapshot_platform import __version__
 from snapshot_platform.catalog import ModelSpec
 from snapshot_platform.gate import assert_trainable
+from snapshot_platform.snapshotter import library_versions as snapshot_library_versions
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform.training import split as split_mod
 from snapshot_platform.training.estimator import (
@@ -57,13 +56,7 @@ def code_version(spec: ModelSpec) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "snapshot_platform": __version__}
-    for lib in _LIBRARIES:
-        try:
-            found[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
+    return snapshot_library_versions(_LIBRARIES)
 
 
 @dataclass
