@@ -100,6 +100,17 @@ def plain_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field(f.name, f.type, f.nullable) for f in schema])
 
 
+def conform(batch: pa.RecordBatch, schema: pa.Schema, source: str, engine: str) -> pa.RecordBatch:
+    """A driver's batch in the snapshot's schema (derived from the engine's result metadata)."""
+    batch = pa.RecordBatch.from_arrays(list(batch.columns), schema=plain_schema(batch.schema))
+    if batch.schema.equals(schema):
+        return batch
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SourceError(f"source {source}: a result column does not fit its {engine} type: {exc}") from None
+
+
 class Source(abc.ABC):
     """One catalog source. Subclasses implement :meth:`read` for their engine."""
 

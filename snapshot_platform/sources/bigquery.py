@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from snapshot_platform.catalog import SNAPSHOT_TIME_PARAM, BigQuerySourceSpec, SecretMissingError, resolve
 from snapshot_platform.secrets import aws_refs
-from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, ordered, plain_schema, redact
+from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, conform, ordered, redact
 from snapshot_platform.sql_params import find_placeholders, rewrite
 
 _SCOPES = ["https://www.googleapis.com/auth/bigquery", "https://www.googleapis.com/auth/cloud-platform"]
@@ -295,7 +295,7 @@ class BigQuerySource(Source):
                 try:
                     for b in rows.to_arrow_iterable(bqstorage_client=storage):
                         if b.num_rows:
-                            yield _conform(b, schema, self.name)
+                            yield conform(b, schema, self.name, "BigQuery")
                 except failures as exc:
                     raise self._error(exc, "streaming rows") from None
 
@@ -334,15 +334,6 @@ class BigQuerySource(Source):
         return params
 
 
-def _conform(batch: pa.RecordBatch, schema: pa.Schema, source: str) -> pa.RecordBatch:
-    """The batch in the schema derived from BigQuery's result schema (no driver metadata)."""
-    batch = pa.RecordBatch.from_arrays(list(batch.columns), schema=plain_schema(batch.schema))
-    if batch.schema.equals(schema):
-        return batch
-    try:
-        return batch.cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise SourceError(f"source {source}: a result column does not fit its BigQuery type: {exc}") from None
 
 
 def _quote(name: str) -> str:

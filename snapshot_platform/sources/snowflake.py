@@ -32,12 +32,12 @@ import pyarrow as pa
 from snapshot_platform.catalog import SNAPSHOT_TIME_PARAM, SecretMissingError, SnowflakeSourceSpec, resolve
 from snapshot_platform.secrets import aws_refs
 from snapshot_platform.sources.base import (
+    conform,
     Source,
     SourceError,
     SourceRead,
     Window,
     ordered,
-    plain_schema,
     redact,
     with_secret_refresh,
 )
@@ -234,7 +234,7 @@ class SnowflakeSource(Source):
                     for table in cur.fetch_arrow_batches():
                         for b in table.to_batches():
                             if b.num_rows:
-                                yield _conform(b, schema, self.name)
+                                yield conform(b, schema, self.name, "Snowflake")
                 except sferr.Error as exc:
                     raise self._error(exc, "streaming rows") from None
 
@@ -262,11 +262,3 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _conform(batch: pa.RecordBatch, schema: pa.Schema, source: str) -> pa.RecordBatch:
-    batch = pa.RecordBatch.from_arrays(list(batch.columns), schema=plain_schema(batch.schema))
-    if batch.schema.equals(schema):
-        return batch
-    try:
-        return batch.cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise SourceError(f"source {source}: a result column does not fit its Snowflake type: {exc}") from None
