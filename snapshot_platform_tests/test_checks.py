@@ -300,3 +300,63 @@ def test_bad_check_config_is_a_catalog_error():
         _spec(columns={"b": {}})
     with pytest.raises(CatalogError, match=r"field 'checks\.schema_change'"):
         _spec(schema_change="sometimes")
+
+
+# ------------------------------------------------------------------ the gate, end to end: data → Dagster → MLflow
+
+
+def test_a_failed_blocking_check_keeps_the_partition_out_of_every_model(pg_database, platform_env, tmp_path,
+                                                                         monkeypatch):
+    """A duplicated key in PostgreSQL: the snapshot's check fails, training in the same run does not
+    start, a later training run refuses the version, and MLflow records no run until an explicit,
+    logged override."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (order_id int, day date NOT NULL, amount numeric(10,2), paid int)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s)",
+                            [(i, dt.date(2024, 3, 1), i % 50 + 0.5, int(i % 3 == 0)) for i in range(1, 201)])
+        conn.execute("INSERT INTO orders SELECT * FROM orders WHERE order_id = 7")
+    doc = _catalog(pg_database)
+    doc["models"] = {"paid": {
+        "snapshot": "orders", "partitions": 1, "features": ["amount"], "target": "paid",
+        "estimator": {"class": "sklearn.linear_model.LogisticRegression"},
+        "split": {"test_fraction": 0.25, "by": "order_id"},
+    }}
+    catalog = parse_catalog(doc)
+    instance = DagsterInstance.get()
+    resources = build_resources(str(platform_env.storage))
+
+    def experiments_runs() -> int:
+        client = mlflow.tracking.MlflowClient()
+        return sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments())
+
+    both = materialize(build_assets(catalog), partition_key=DAYS[0], instance=instance, resources=resources,
+                       raise_on_error=False)
+    assert not both.success
+    assert _check_evaluations(both)["key_unique"].passed is False
+    steps = {e.step_key for e in both.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert "models__paid" not in steps
+    m = SnapshotStore(platform_env.storage).latest("orders", DAYS[0])
+    assert m["checks"]["key_unique"]["details"]["examples"] == [7]
+
+    later = materialize(build_assets(catalog), selection=[AssetKey(["models", "paid"])], partition_key=DAYS[0],
+                        instance=instance, resources=resources, raise_on_error=False)
+    assert not later.success
+    failure = next(e for e in later.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "key_unique" in failure.event_specific_data.error.to_string()
+    assert experiments_runs() == 0, "nothing may train on a version that failed a blocking check"
+
+    reason = "duplicate from a replayed import; accepted by the data owner"
+    overridden = materialize(
+        build_assets(catalog), selection=[AssetKey(["models", "paid"])], partition_key=DAYS[0],
+        instance=instance, resources=resources,
+        run_config={"ops": {"models__paid": {"config": {"allow_failed_checks_reason": reason}}}},
+    )
+    assert overridden.success
+    runs = mlflow.tracking.MlflowClient().search_runs(
+        [e.experiment_id for e in mlflow.tracking.MlflowClient().search_experiments()])
+    assert len(runs) == 1
+    assert runs[0].data.params["allow_failed_checks_reason"] == reason
