@@ -137,7 +137,6 @@ class PostgresSourceSpec(_SourceBase):
     password: SecretRef | None = Field(
         default=None, description="overrides the URL's password: {env: NAME} or {aws_secret: NAME, key: password}"
     )
-    fetch_batch_rows: int = Field(default=65_536, ge=1_000, le=4_000_000)
     max_replica_lag_s: float | None = Field(
         default=None, gt=0, description="refuse to read from a replica whose replay is further behind"
     )

@@ -1,7 +1,6 @@
 """One time-partitioned asset ``snapshots/<name>`` per catalog entry."""
 
 
-import json
 import warnings
 from typing import Any
 
@@ -174,7 +173,3 @@ def build_snapshot_assets(catalog: Catalog) -> list[AssetsDefinition]:
         build_snapshot_asset(catalog, name, spec, resources[source_resource_key(spec.source)])
         for name, spec in catalog.snapshots.items()
     ]
-
-
-def manifest_json(manifest: dict[str, Any]) -> str:
-    return json.dumps(manifest, indent=2, default=str)
