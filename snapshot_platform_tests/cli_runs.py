@@ -51,3 +51,24 @@ def files_containing(root: Path, needle: str) -> list[str]:
             except OSError:
                 pass
     return found
+
+
+def step_failures(dagster_home: Path) -> dict[str, str]:
+    """Step key → the error text of its STEP_FAILURE, read from the instance's event log (what the UI shows).
+
+    The console output of ``dagster asset materialize`` is no record of every step: a step subprocess's
+    last lines reach it through ``tail -F``, which Dagster stops without waiting for it to catch up
+    (dagster-io/dagster#23336), so on a busy machine a step's failure can be missing from the console
+    while the event log has it.
+    """
+    from dagster import DagsterEventType, DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    failures: dict[str, str] = {}
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as instance:
+        for run in instance.get_runs():
+            for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE):
+                event = entry.dagster_event
+                error = event.step_failure_data.error
+                failures[event.step_key] = error.to_string() if error else ""
+    return failures
