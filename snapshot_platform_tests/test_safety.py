@@ -372,9 +372,22 @@ def test_max_concurrent_queries_is_enforced_across_runs(pg_database: str, platfo
             conn.execute(f'DROP DATABASE IF EXISTS "{instance_db}" WITH (FORCE)')
 
 
+GATE_LOCK = 4242  # an advisory lock the test holds: each snapshot query waits on it, holding its slot
+
+
 def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: int) -> None:
+    """Two runs of one source, their queries held open by the test until it has seen what the pool did.
+
+    Every query waits on an advisory lock the test holds (a read-only transaction may take one), so the
+    first query keeps its slot for as long as the test needs, however slowly the machine starts the
+    second run: with two slots both queries are seen waiting at once; with one, the second run's step
+    is seen pending on the pool (in the instance's concurrency table) while only one query runs.
+    """
     import subprocess
     import sys
+
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
 
     with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute("CREATE TABLE t (id int PRIMARY KEY, d date)")
@@ -383,8 +396,8 @@ def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: in
         "sources": {"replica": {"kind": "postgres", "url": pg_database, "max_concurrent_queries": limit}},
         "snapshots": {"slow": {
             "source": "replica", "key": ["id"], "partitions": {"cadence": "daily", "start": "2024-01-01"},
-            "query": "SELECT id, clock_timestamp() AS began, pg_sleep(6)::text AS slept, clock_timestamp() AS ended"
-                     f" FROM t {WINDOW}",
+            "query": f"SELECT id, clock_timestamp() AS began, pg_advisory_xact_lock_shared({GATE_LOCK})::text AS gate,"
+                     f" clock_timestamp() AS ended FROM t {WINDOW}",
         }},
     })
     env = platform_env.environ(SNAPSHOT_PLATFORM_CATALOG=str(catalog))
@@ -398,24 +411,50 @@ def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: in
                                  "--select", "snapshots/slow", "--partition", day], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    # the second run starts while the first one's query holds the pool's only slot. (Two claims in
-    # the same few milliseconds can both win in Dagster 1.13: its slot claim is not one transaction.)
-    procs = [launch("2024-03-10")]
-    deadline = time.monotonic() + 60
-    with psycopg.connect(pg_database, autocommit=True) as conn:
-        while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'snapshot_platform'"
-                               " AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()").fetchone()[0]:
-            assert procs[0].poll() is None and time.monotonic() < deadline, procs[0].communicate()[1][-3000:]
-            time.sleep(0.05)
-    procs.append(launch("2024-03-11"))
+    procs: list[subprocess.Popen[str]] = []
+
+    def wait_until(what: str, condition: Any) -> None:
+        deadline = time.monotonic() + 180
+        while not condition():
+            for p in procs:
+                assert p.poll() is None, f"a run ended while {what}: " + p.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, f"timed out waiting until {what}"
+            time.sleep(0.1)
+
+    with psycopg.connect(pg_database, autocommit=True) as gate, \
+            DagsterInstance.from_ref(InstanceRef.from_dir(str(platform_env.dagster_home))) as instance:
+
+        def running_queries() -> int:
+            return gate.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'snapshot_platform'"
+                " AND query LIKE '%pg_advisory_xact_lock_shared%' AND pid <> pg_backend_pid()").fetchone()[0]
+
+        def pending_steps() -> int:
+            return instance.event_log_storage.get_concurrency_info("source_replica").pending_step_count
+
+        gate.execute("SELECT pg_advisory_lock(%s)", (GATE_LOCK,))
+        try:
+            procs.append(launch("2024-03-10"))
+            wait_until("the first run's query started", lambda: running_queries() == 1)
+            # the second run starts while the first query holds its slot. (Two claims in the same few
+            # milliseconds can both win in Dagster 1.13: its slot claim is not one transaction.)
+            procs.append(launch("2024-03-11"))
+            if limit == 2:
+                wait_until("both runs query at once", lambda: running_queries() == 2)
+            else:
+                wait_until("the second run's step waits for the pool (or queries)",
+                           lambda: pending_steps() == 1 or running_queries() == 2)
+                assert running_queries() == 1, "the pool let a second query through"
+                assert pending_steps() == 1
+        finally:
+            gate.execute("SELECT pg_advisory_unlock(%s)", (GATE_LOCK,))
     outputs = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     store = SnapshotStore(platform_env.storage)
-    (a,), (b,) = (store.read_table("slow", day).to_pylist() for day in ("2024-03-10", "2024-03-11"))
-    first, second = a, b
+    (first,), (second,) = (store.read_table("slow", day).to_pylist() for day in ("2024-03-10", "2024-03-11"))
     if limit == 2:
-        assert second["began"] < first["ended"], "with two slots the second run should not have waited"
+        assert second["began"] < first["ended"], "with two slots the queries should have overlapped"
         return
     assert second["began"] >= first["ended"], (
         "the two queries overlapped: the pool did not hold the second back\n" + "\n".join(e for _, e in outputs))
