@@ -446,6 +446,10 @@ def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: in
                            lambda: pending_steps() == 1 or running_queries() == 2)
                 assert running_queries() == 1, "the pool let a second query through"
                 assert pending_steps() == 1
+        except BaseException:
+            for p in procs:
+                p.kill()
+            raise
         finally:
             gate.execute("SELECT pg_advisory_unlock(%s)", (GATE_LOCK,))
     outputs = [p.communicate(timeout=240) for p in procs]
