@@ -427,7 +427,7 @@ def test_a_write_hidden_in_a_function_is_refused_by_the_read_only_transaction(
 def test_statement_timeout_fails_fast_and_says_so(pg_database: str, store: SnapshotStore) -> None:
     catalog = make_catalog(
         pg_database,
-        "SELECT 1 AS id FROM pg_sleep(3) "
+        "SELECT 1 AS id FROM pg_sleep(30) "
         "WHERE :partition_start::timestamptz IS NOT NULL AND :partition_end::timestamptz IS NOT NULL",
         ["id"],
         statement_timeout_s=1,
@@ -436,7 +436,7 @@ def test_statement_timeout_fails_fast_and_says_so(pg_database: str, store: Snaps
     with pytest.raises(SourceError, match="(?i)statement timeout") as info:
         take_snapshot(catalog, "snap", DAY, store, sleep=lambda s: pytest.fail("a timeout must not be retried"))
     elapsed = time.monotonic() - started
-    assert elapsed < 2.8, f"took {elapsed:.1f}s: the 1s timeout did not cancel pg_sleep(3)"
+    assert elapsed < 15, f"took {elapsed:.1f}s: the 1s timeout did not cancel pg_sleep(30)"
     assert info.value.code == "57014"
     assert not info.value.transient
 

@@ -515,6 +515,7 @@ _CONCURRENT_WRITER = textwrap.dedent(
     def stream():
         batches = table.to_batches(max_chunksize=1000)
         yield from batches[:-1]
+        open(go + f".ready-{os.getpid()}", "w").close()  # this writer is staged, up to the gate
         deadline = time.monotonic() + 30
         while not os.path.exists(go) and time.monotonic() < deadline:
             time.sleep(0.001)
@@ -536,7 +537,10 @@ def test_two_concurrent_processes_publishing_the_same_content(tmp_path, root):
         )
         for _ in range(3)
     ]
-    time.sleep(1.5)  # let all of them import and stream up to the gate
+    deadline = time.monotonic() + 120  # let all of them import and stream up to the gate
+    while len(list(tmp_path.glob("go.ready-*"))) < len(procs):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a writer never reached the gate"
+        time.sleep(0.05)
     go.touch()
     outs = []
     for p in procs:
