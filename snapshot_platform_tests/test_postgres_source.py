@@ -188,6 +188,31 @@ def test_numeric_precision_and_scale_forms_of_postgres_15(pg_database: str, stor
     assert row["tiny"] == Decimal("0.00012")
 
 
+def test_types_parquet_cannot_hold_natively_keep_their_exact_text(pg_database: str, store: SnapshotStore) -> None:
+    """INTERVAL (no Parquet type) and json/jsonb snapshot as the server's exact text, uuid as its 16
+    bytes; NULLs kept."""
+    sql(
+        pg_database,
+        "CREATE TABLE odd (id int PRIMARY KEY, day date, span interval, doc jsonb, raw json, ident uuid)",
+        "INSERT INTO odd VALUES (1, '2024-03-10', '1 year 2 mons 3 days 04:05:06.789', '{\"b\": [1, 2.5]}',"
+        " '{\"z\":  1}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'), (2, '2024-03-10', NULL, NULL, NULL, NULL)",
+    )
+    catalog = make_catalog(
+        pg_database,
+        "SELECT id, span, doc, raw, ident FROM odd WHERE day >= :partition_start AND day < :partition_end",
+        ["id"],
+    )
+    take_snapshot(catalog, "snap", DAY, store)
+    table = store.read_table("snap", DAY)
+    assert table.schema.field("span").type == pa.string()
+    r1, r2 = table.to_pylist()
+    assert r1["span"] == "1 year 2 mons 3 days 04:05:06.789"
+    assert json.loads(r1["doc"]) == {"b": [1, 2.5]}
+    assert r1["raw"] == '{"z":  1}'  # json keeps its text as written
+    assert r1["ident"] == bytes.fromhex("a0eebc999c0b4ef8bb6d6bb9bd380a11")  # uuid: its 16 bytes
+    assert all(r2[c] is None for c in ("span", "doc", "raw", "ident"))
+
+
 def test_numeric_nan_in_a_constrained_column_is_a_clear_source_error(
     pg_database: str, store: SnapshotStore
 ) -> None:
