@@ -1,4 +1,4 @@
-"""``snapshot-platform``: snapshot, list, show and verify without a Dagster instance.
+"""``snapshot-platform``: snapshot, list, show, verify and gc without a Dagster instance.
 
 Every subcommand takes ``--json`` for scripts. ``verify`` exits non-zero on any mismatch.
 """
@@ -206,6 +206,60 @@ def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: 
         sys.exit(1)
     if bad:
         sys.exit(1)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _duration(_ctx: Any, param: Any, value: str) -> Any:
+    import datetime as dt
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value or "")
+    if not m or float(m.group(1)) <= 0:
+        raise click.BadParameter(f"{value!r} is not a positive duration such as 90m, 24h or 7d", param=param)
+    return dt.timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+
+
+@main.command()
+@click.option("--older-than", default="24h", show_default=True, callback=_duration,
+              help="Remove staging folders idle for longer than this (s, m, h, d); "
+                   "make it longer than your longest snapshot.")
+@click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def gc(ctx: click.Context, older_than: Any, dry_run: bool, as_json: bool) -> None:
+    """Remove what crashed writers left in the staging area; never a published version.
+
+    Also lists version folders that have parts but no manifest (a writer died while publishing):
+    readers never see them and the next snapshot of the same content completes them, so they are
+    reported, not removed."""
+    from snapshot_platform.store.gc import collect_garbage
+
+    store = _store(ctx)
+    found = collect_garbage(store, older_than, dry_run=dry_run)
+    stale = [f for f in found if f.kind == "staging" and f.age_s is not None
+             and f.age_s > older_than.total_seconds()]
+    if as_json:
+        _emit({"dry_run": dry_run, "older_than_s": older_than.total_seconds(),
+               "leftovers": [f.as_dict() for f in found],
+               "removed": sum(f.removed for f in found),
+               "removed_bytes": sum(f.bytes for f in found if f.removed)})
+        return
+    for f in found:
+        age = "?" if f.age_s is None else f"{f.age_s / 3600:.1f}h"
+        if f.removed:
+            action = "removed"
+        elif f in stale:
+            action = "would remove"
+        elif f.kind == "staging":
+            action = "kept (young: a writer may be at work)"
+        else:
+            action = "kept (no manifest: invisible; the next publish of this content completes it)"
+        click.echo(f"{action:<12} {f.kind:<18} {age:>8} {f.files:>4} files {f.bytes:>14,} B  {f.uri}")
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{len(found)} leftovers; {verb} {len(stale)} staging folders "
+               f"({sum(f.bytes for f in stale):,} bytes) idle for more than {older_than}")
 
 
 # ---------------------------------------------------------------- training: reproduce, compare, diff

@@ -25,7 +25,7 @@ from snapshot_platform.demo import source_db
 _SCRIPT = Path(sys.executable).parent / "snapshot-platform"
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "snapshot_platform.cli"]
 NAME = "customer_data"
-SUBCOMMANDS = ("demo", "snapshot", "list", "show", "verify")
+SUBCOMMANDS = ("demo", "snapshot", "list", "show", "verify", "gc")
 
 QUERY = (
     "SELECT customer_id, signup_date, country, total_purchases, avg_order_value, tenure_days, churn_label\n"
@@ -414,6 +414,75 @@ def test_storage_option_overrides_the_environment(tmp_path, platform):
     proc = platform.run("--storage", str(empty), "list", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+# ------------------------------------------------------------------ gc
+
+
+def _age(folder: Path, days: float) -> None:
+    """Make every file under ``folder`` (and the folder) look ``days`` old."""
+    import time
+
+    t = time.time() - days * 86_400
+    for f in [*folder.rglob("*"), folder]:
+        os.utime(f, (t, t))
+
+
+def test_gc_removes_what_a_killed_writer_left_and_never_a_published_version(tmp_path, populated):
+    import signal
+    import time
+
+    from snapshot_platform_tests.test_store import _SLOW_WRITER, manifest_fields
+
+    p = populated.platform.copy(tmp_path / "gc")
+    staging = p.storage / ".staging"
+    writer = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(p.storage), json.dumps(manifest_fields())],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "streaming", writer.stderr.read()
+        deadline = time.monotonic() + 60
+        while not list(staging.rglob("part-*.parquet")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(30)
+    [killed] = list(staging.iterdir())
+    # a version folder whose writer died before its manifest: invisible, reported, kept
+    incomplete = p.storage / "snapshots" / NAME / "2024-01-01" / ("0" * 20)
+    incomplete.mkdir()
+    (incomplete / "part-00000.parquet").write_bytes(b"PAR1 torn")
+    _age(incomplete, 3)
+    published = sorted(str(f) for f in (p.storage / "snapshots").rglob("*") if f.is_file())
+
+    # a staging folder written to a moment ago belongs to a writer that may be at work: kept
+    out = p.json("gc")
+    [young] = [x for x in out["leftovers"] if x["kind"] == "staging"]
+    assert young["age_s"] < 3600 and young["files"] >= 1 and young["removed"] is False
+    assert killed.exists() and out["removed"] == 0
+
+    _age(killed, 2)
+    dry = p.run("gc", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert re.search(rf"^would remove\s+staging\s.*{killed.name}$", dry.stdout, re.M), dry.stdout
+    assert re.search(rf"^kept .*incomplete_version\s.*{incomplete.name}$", dry.stdout, re.M), dry.stdout
+    assert killed.exists()
+
+    out = p.json("gc", "--older-than", "1d")
+    by_kind = {x["kind"]: x for x in out["leftovers"]}
+    assert by_kind["staging"]["removed"] is True and by_kind["staging"]["bytes"] > 0
+    assert by_kind["incomplete_version"]["removed"] is False and by_kind["incomplete_version"]["files"] == 1
+    assert out["removed"] == 1 and out["removed_bytes"] == by_kind["staging"]["bytes"]
+    assert not killed.exists() and incomplete.exists()
+    assert sorted(str(f) for f in (p.storage / "snapshots").rglob("*") if f.is_file()) == published
+    verified = p.json("verify")
+    assert verified["ok"] is True and verified["checked"] == 3
+
+
+@pytest.mark.parametrize("bad", ["0h", "-1d", "soon", "12"])
+def test_gc_refuses_a_duration_that_is_not_positive(platform, bad):
+    proc = platform.run("gc", "--older-than", bad)
+    assert proc.returncode == 2
+    assert "positive duration" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ------------------------------------------------------------------ the demo, end to end

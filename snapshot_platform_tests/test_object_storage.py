@@ -629,6 +629,40 @@ def test_dying_between_the_parts_and_the_manifest_leaves_no_version(peer, store,
     assert store.verify_version(result.manifest) == []
 
 
+def test_gc_removes_stale_staging_and_keeps_every_published_object(peer, store, prefix, monkeypatch):
+    import datetime as dt
+
+    from snapshot_platform.store.gc import collect_garbage
+
+    kept = publish(store, make_table(3000, salt="kept"))
+
+    def failing() -> Iterator[pa.RecordBatch]:
+        yield from make_table(5000).to_batches(max_chunksize=1000)
+        raise ConnectionError("source went away")
+
+    with monkeypatch.context() as m:  # a writer that died before it could clean up its staging
+        m.setattr(SnapshotStore, "_remove_quietly", lambda self, p: None)
+        with pytest.raises(ConnectionError):
+            store.publish(ASSET, PARTITION, SCHEMA, failing(), manifest_fields())
+        m.setattr(backends, "create_exclusive", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
+        with pytest.raises(SystemExit):  # and one that died between its parts and its manifest
+            publish(store, make_table(4000, salt="torn"))
+    staged = {k for k in peer.keys(prefix + "/") if "/.staging/" in k}
+    assert staged, "the failed writer left staged parts"
+    published = {k: v for k, v in peer.keys(prefix + "/").items() if "/.staging/" not in k}
+
+    found = collect_garbage(store, dt.timedelta(hours=1))  # everything is young: nothing removed
+    assert sorted(f.kind for f in found) == ["incomplete_version", "staging", "staging"], found
+    assert not any(f.removed for f in found) and staged <= set(peer.keys(prefix + "/"))
+
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
+    found = collect_garbage(store, dt.timedelta(hours=1), now=later)
+    assert {(f.kind, f.removed) for f in found} == {("staging", True), ("incomplete_version", False)}
+    assert peer.keys(prefix + "/") == published  # staging gone, every other object untouched
+    assert [m["version"] for m in store.versions(ASSET, PARTITION)] == [kept.version]
+    assert store.verify_version(kept.manifest) == []
+
+
 KILLED_PUBLISHER = textwrap.dedent(
     """
     import json, os, signal, sys

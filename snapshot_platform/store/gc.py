@@ -1,0 +1,116 @@
+"""Reclaim the space crashed writers left behind, without touching anything a reader can see.
+
+A writer killed mid-snapshot leaves its private staging folder (``<root>/.staging/<uuid>/``) and,
+on local disk, folders set aside as ``.staging/abandoned-<uuid>``. Neither is ever read. This
+removes those whose newest file is older than a threshold (a writer still at work keeps writing
+its current part, so its folder stays young); a writer slower than the threshold then fails at
+publish, cleanly, and publishes nothing.
+
+Version folders without a manifest (a writer died between placing its parts and writing the
+manifest) are reported, never removed: they are invisible to readers, and the next publisher of
+the same content adopts them, so removing one could race with that publisher.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from upath import UPath
+
+from snapshot_platform.store import backends
+from snapshot_platform.store import manifest as mf
+from snapshot_platform.store.store import SnapshotStore, _fs_path, _is_local, _listdir
+
+STAGING = ".staging"
+
+
+@dataclass(frozen=True)
+class Leftover:
+    kind: str  # "staging" (removable) or "incomplete_version" (reported only)
+    uri: str
+    files: int
+    bytes: int
+    newest: str | None  # ISO time of the newest file
+    age_s: float | None
+    removed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+
+
+def _entries(folder: UPath) -> Iterator[tuple[bool, int, dt.datetime]]:
+    """(is a file, size, modified) of ``folder`` (on local disk) and of every file under it."""
+    if _is_local(folder):
+        root = Path(str(folder))
+        yield False, 0, dt.datetime.fromtimestamp(root.stat().st_mtime, dt.timezone.utc)
+        for dirpath, _dirs, names in os.walk(root):
+            for n in names:
+                st = (Path(dirpath) / n).stat()
+                yield True, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)
+        return
+    fs = folder.fs
+    path = _fs_path(folder)
+    fs.invalidate_cache(path)
+    for name, info in fs.find(path, detail=True).items():
+        if info.get("type") == "directory":
+            continue
+        yield True, int(info.get("size") or 0), _utc(fs.modified(name))
+
+
+def _leftover(store: SnapshotStore, kind: str, folder: UPath, now: dt.datetime) -> Leftover:
+    count = size = 0
+    newest: dt.datetime | None = None
+    for is_file, n, modified in _entries(folder):
+        count, size = count + is_file, size + n
+        newest = modified if newest is None or modified > newest else newest
+    return Leftover(kind, store.uri(folder), count, size, newest.isoformat() if newest else None,
+                    (now - newest).total_seconds() if newest else None)
+
+
+def _find(store: SnapshotStore, now: dt.datetime) -> list[tuple[Leftover, UPath]]:
+    found = [(_leftover(store, "staging", d, now), d) for d in _listdir(store.root / STAGING)]
+    for asset in store.assets():
+        for partition in store.partitions(asset):
+            for d in _listdir(store.partition_dir(asset, partition)):
+                if d.name.startswith(".") or (d / mf.MANIFEST_NAME).exists():
+                    continue
+                found.append((_leftover(store, "incomplete_version", d, now), d))
+    # an object store has no empty folders: a prefix listed with no object under it (a listing
+    # that lags a delete) holds nothing to reclaim
+    found = [(item, d) for item, d in found if item.files or _is_local(d)]
+    return sorted(found, key=lambda x: -(x[0].age_s or 0.0))
+
+
+def find_leftovers(store: SnapshotStore, now: dt.datetime | None = None) -> list[Leftover]:
+    """Every staging folder, and every version folder without a manifest, oldest first."""
+    return [item for item, _ in _find(store, now or dt.datetime.now(dt.timezone.utc))]
+
+
+def collect_garbage(store: SnapshotStore, older_than: dt.timedelta, dry_run: bool = False,
+                    now: dt.datetime | None = None) -> list[Leftover]:
+    """Remove staging folders idle for longer than ``older_than``; report everything found.
+
+    ``older_than`` must be longer than the longest snapshot a writer may take.
+    """
+    if older_than <= dt.timedelta(0):
+        raise ValueError("older_than must be positive: a younger staging folder may belong to a writer at work")
+    out = []
+    for item, folder in _find(store, now or dt.datetime.now(dt.timezone.utc)):
+        stale = item.kind == "staging" and item.age_s is not None and item.age_s > older_than.total_seconds()
+        if stale and not dry_run:
+            if _is_local(folder):
+                shutil.rmtree(str(folder))
+            else:
+                backends.remove_tree(folder.fs, _fs_path(folder))
+            item = replace(item, removed=True)
+        out.append(item)
+    return out
