@@ -40,7 +40,8 @@ bench: install
 	$(BIN)/python benchmarks/snapshot_throughput.py
 
 ui: install
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.demo/dagster_home} $(BIN)/dagster dev -w workspace.yaml
+	home="$${DAGSTER_HOME:-$${SNAPSHOT_PLATFORM_HOME:-$$HOME/.snapshot_platform}/dagster_home}"; mkdir -p "$$home"; \
+	DAGSTER_HOME="$$home" $(BIN)/dagster dev -w workspace.yaml
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info
