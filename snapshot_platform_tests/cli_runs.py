@@ -62,10 +62,9 @@ def step_failures(dagster_home: Path) -> dict[str, str]:
     while the event log has it.
     """
     from dagster import DagsterEventType, DagsterInstance
-    from dagster._core.instance.ref import InstanceRef
 
     failures: dict[str, str] = {}
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as instance:
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
         for run in instance.get_runs():
             for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE):
                 event = entry.dagster_event

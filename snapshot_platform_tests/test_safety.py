@@ -387,7 +387,6 @@ def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: in
     import sys
 
     from dagster import DagsterInstance
-    from dagster._core.instance.ref import InstanceRef
 
     with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute("CREATE TABLE t (id int PRIMARY KEY, d date)")
@@ -422,7 +421,7 @@ def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: in
             time.sleep(0.1)
 
     with psycopg.connect(pg_database, autocommit=True) as gate, \
-            DagsterInstance.from_ref(InstanceRef.from_dir(str(platform_env.dagster_home))) as instance:
+            DagsterInstance.from_config(str(platform_env.dagster_home)) as instance:
 
         def running_queries() -> int:
             return gate.execute(
