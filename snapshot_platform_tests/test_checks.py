@@ -360,3 +360,61 @@ def test_a_failed_blocking_check_keeps_the_partition_out_of_every_model(pg_datab
         [e.experiment_id for e in mlflow.tracking.MlflowClient().search_experiments()])
     assert len(runs) == 1
     assert runs[0].data.params["allow_failed_checks_reason"] == reason
+
+
+# ------------------------------------------------------------------ automation: retrain on a new, passing version
+
+
+def test_a_model_retrains_on_each_new_snapshot_version_that_passed_its_blocking_checks(pg_database, platform_env):
+    """The model's automation condition, evaluated as the default automation sensor would: a new
+    version trains, an unchanged re-snapshot does not, a version that failed a blocking check does not."""
+    from dagster import evaluate_automation_conditions
+
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (order_id int, day date NOT NULL, amount numeric(10,2), paid int)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s)",
+                            [(i, dt.date(2024, 3, 1), i % 50 + 0.5, int(i % 3 == 0)) for i in range(1, 101)])
+    doc = _catalog(pg_database)
+    doc["models"] = {"paid": {
+        "snapshot": "orders", "features": ["amount"], "target": "paid",
+        "estimator": {"class": "sklearn.linear_model.LogisticRegression"},
+    }}
+    catalog = parse_catalog(doc)
+    defs = build_definitions(catalog, storage_url=str(platform_env.storage))
+    instance = DagsterInstance.get()
+    model = AssetKey(["models", "paid"])
+    tick = dt.datetime(2024, 3, 2, 6, tzinfo=dt.timezone.utc)  # the latest complete day: 2024-03-01
+    cursor = None
+
+    def requested() -> set[str]:
+        nonlocal cursor, tick
+        tick += dt.timedelta(minutes=1)
+        result = evaluate_automation_conditions(defs, instance, evaluation_time=tick, cursor=cursor)
+        cursor = result.cursor
+        return set(result.get_requested_partitions(model))
+
+    def snapshot() -> object:  # the snapshot alone, as its schedule runs it
+        return materialize(build_assets(catalog), selection=[AssetKey(["snapshots", "orders"])],
+                           partition_key=DAYS[0], instance=instance,
+                           resources=build_resources(str(platform_env.storage)), raise_on_error=False)
+
+    assert requested() == set(), "nothing to train on yet"
+    first = snapshot()
+    assert first.success
+    assert requested() == {DAYS[0]}, "a first version, its checks passed"
+    assert requested() == set(), "handled: not requested twice"
+
+    assert snapshot().success  # the source did not change: the same version again
+    assert requested() == set()
+
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("UPDATE orders SET paid = 1 - paid WHERE order_id <= 10")
+    assert snapshot().success
+    assert requested() == {DAYS[0]}, "a new version trains"
+
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders SELECT * FROM orders WHERE order_id = 7")
+    failed = snapshot()
+    assert not failed.success and _check_evaluations(failed)["key_unique"].passed is False
+    assert requested() == set(), "a version that failed a blocking check trains nothing"

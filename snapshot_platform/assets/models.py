@@ -11,6 +11,10 @@ store itself, so the version it records is the version it read. For each partiti
 
 Every version must pass the training gate (its blocking checks), unless the run config gives
 ``allow_failed_checks_reason``, which is then logged with the run.
+
+Each model carries an automation condition (``retrain_condition``): once the
+``default_automation_condition_sensor`` is switched on in the UI (it ships stopped), a model
+partition trains when its snapshots get a new version whose blocking checks passed.
 """
 
 
@@ -22,6 +26,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    AutomationCondition,
     Config,
     ConfigurableResource,
     DataVersion,
@@ -131,6 +136,21 @@ def resolve_versions(
     return manifests, how
 
 
+def retrain_condition() -> AutomationCondition:
+    """Dagster's ``eager`` condition, triggered by a new snapshot *version* rather than by any new
+    materialization (re-snapshotting unchanged data gives the same version, which trains nothing new),
+    and held back until every snapshot partition it trains on passed its blocking checks.
+
+    Like ``eager``: only the latest partition, never while a snapshot partition is missing or being
+    written, at most once per change.
+    """
+    new_version = AutomationCondition.any_deps_match(AutomationCondition.data_version_changed())
+    return (
+        AutomationCondition.eager().replace("any_deps_updated", new_version.with_label("any_snapshot_new_version"))
+        & AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label("retrain_on_new_snapshot_version")
+
+
 def build_model_asset(catalog: Catalog, name: str, spec: ModelSpec) -> AssetsDefinition:
     snap = catalog.snapshots[spec.snapshot]
     pdef = partitions_def(snap.partitions)
@@ -150,6 +170,7 @@ def build_model_asset(catalog: Catalog, name: str, spec: ModelSpec) -> AssetsDef
         tags=dict(spec.tags),
         owners=list(spec.owners) or None,
         group_name=MODEL_PREFIX,
+        automation_condition=retrain_condition(),
         metadata={
             "snapshot": spec.snapshot,
             "features": ", ".join(spec.features),
