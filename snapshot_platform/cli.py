@@ -238,8 +238,7 @@ def gc(ctx: click.Context, older_than: Any, dry_run: bool, as_json: bool) -> Non
 
     store = _store(ctx)
     found = collect_garbage(store, older_than, dry_run=dry_run)
-    stale = [f for f in found if f.kind == "staging" and f.age_s is not None
-             and f.age_s > older_than.total_seconds()]
+    stale = [f for f in found if f.stale]
     if as_json:
         _emit({"dry_run": dry_run, "older_than_s": older_than.total_seconds(),
                "leftovers": [f.as_dict() for f in found],
@@ -250,7 +249,7 @@ def gc(ctx: click.Context, older_than: Any, dry_run: bool, as_json: bool) -> Non
         age = "?" if f.age_s is None else f"{f.age_s / 3600:.1f}h"
         if f.removed:
             action = "removed"
-        elif f in stale:
+        elif f.stale:
             action = "would remove"
         elif f.kind == "staging":
             action = "kept (young: a writer may be at work)"

@@ -641,7 +641,7 @@ def test_gc_removes_stale_staging_and_keeps_every_published_object(peer, store, 
         raise ConnectionError("source went away")
 
     with monkeypatch.context() as m:  # a writer that died before it could clean up its staging
-        m.setattr(SnapshotStore, "_remove_quietly", lambda self, p: None)
+        m.setattr(SnapshotStore, "_remove", lambda self, p, quiet=True: None)
         with pytest.raises(ConnectionError):
             store.publish(ASSET, PARTITION, SCHEMA, failing(), manifest_fields())
         m.setattr(backends, "create_exclusive", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))

@@ -45,6 +45,12 @@ def make_catalog(url: Any, query: str, key: list[str], name: str = "snap", **sou
     )
 
 
+def snapshot_table(url: str, store: SnapshotStore, query: str, key: tuple[str, ...] = ("id",)) -> pa.Table:
+    """Snapshot ``query`` for DAY through a one-entry catalog and read the published version back."""
+    take_snapshot(make_catalog(url, query, list(key)), "snap", DAY, store)
+    return store.read_table("snap", DAY)
+
+
 def sql(url: str, *statements: str) -> list[tuple]:
     """Run statements on the test database (autocommit); the rows of the last one."""
     rows: list[tuple] = []
@@ -176,13 +182,10 @@ def test_numeric_precision_and_scale_forms_of_postgres_15(pg_database: str, stor
         " whole numeric(10))",
         "INSERT INTO scales VALUES (1, '2024-03-10', 12345, 0.00012, 1234567890)",
     )
-    catalog = make_catalog(
-        pg_database,
+    row = snapshot_table(
+        pg_database, store,
         "SELECT id, hundreds, tiny, whole FROM scales WHERE day >= :partition_start AND day < :partition_end",
-        ["id"],
-    )
-    take_snapshot(catalog, "snap", DAY, store)
-    row = store.read_table("snap", DAY).to_pylist()[0]
+    ).to_pylist()[0]
     assert row["whole"] == Decimal("1234567890")
     assert row["hundreds"] == Decimal("12300")
     assert row["tiny"] == Decimal("0.00012")
@@ -197,13 +200,10 @@ def test_types_parquet_cannot_hold_natively_keep_their_exact_text(pg_database: s
         "INSERT INTO odd VALUES (1, '2024-03-10', '1 year 2 mons 3 days 04:05:06.789', '{\"b\": [1, 2.5]}',"
         " '{\"z\":  1}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'), (2, '2024-03-10', NULL, NULL, NULL, NULL)",
     )
-    catalog = make_catalog(
-        pg_database,
+    table = snapshot_table(
+        pg_database, store,
         "SELECT id, span, doc, raw, ident FROM odd WHERE day >= :partition_start AND day < :partition_end",
-        ["id"],
     )
-    take_snapshot(catalog, "snap", DAY, store)
-    table = store.read_table("snap", DAY)
     assert table.schema.field("span").type == pa.string()
     r1, r2 = table.to_pylist()
     assert r1["span"] == "1 year 2 mons 3 days 04:05:06.789"
@@ -281,13 +281,10 @@ def test_half_open_window_on_a_timestamptz_column(pg_database: str, store: Snaps
           (8, '2024-03-10 19:00:00-05:00')       -- = 03-11 00:00 UTC, the end: out
         """,
     )
-    catalog = make_catalog(
-        pg_database,
+    table = snapshot_table(
+        pg_database, store,
         "SELECT id, at FROM events WHERE at >= :partition_start AND at < :partition_end",
-        ["id"],
     )
-    take_snapshot(catalog, "snap", DAY, store)
-    table = store.read_table("snap", DAY)
     assert table.column("id").to_pylist() == [2, 3, 5, 6]
     assert table.column("at").to_pylist() == [
         dt.datetime(2024, 3, 10, 0, 0, tzinfo=UTC),
@@ -310,13 +307,10 @@ def test_half_open_window_on_a_timestamp_column_is_read_as_utc(pg_database: str,
           (3, '2024-03-10 23:59:59.999999'), (4, '2024-03-11 00:00:00')
         """,
     )
-    catalog = make_catalog(
-        pg_database,
+    table = snapshot_table(
+        pg_database, store,
         "SELECT id, at FROM events WHERE at >= :partition_start AND at < :partition_end",
-        ["id"],
     )
-    take_snapshot(catalog, "snap", DAY, store)
-    table = store.read_table("snap", DAY)
     assert table.column("id").to_pylist() == [2, 3]
     assert table.column("at").to_pylist()[0] == dt.datetime(2024, 3, 10)
 

@@ -15,8 +15,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +30,7 @@ from snapshot_platform.catalog import Catalog, parse_catalog
 from snapshot_platform.snapshotter import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
-from snapshot_platform_tests.cli_runs import dagster_materialize, files_containing, step_failures
+from snapshot_platform_tests.cli_runs import BIN, dagster_materialize, files_containing, step_failures
 
 DAY = "2024-03-10"
 WINDOW = "WHERE d >= :partition_start AND d < :partition_end"
@@ -352,9 +352,6 @@ def test_max_concurrent_queries_is_enforced_across_runs(pg_database: str, platfo
     The Dagster instance keeps its storage in PostgreSQL, as deploy/dagster.postgres.yaml recommends for
     shared deployments: slot claims there are row-locked transactions.
     """
-    import subprocess
-    import sys
-
     instance_db = f"sp_dagster_{uuid.uuid4().hex[:8]}"
     admin = pg_database.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -383,9 +380,6 @@ def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: in
     second run: with two slots both queries are seen waiting at once; with one, the second run's step
     is seen pending on the pool (in the instance's concurrency table) while only one query runs.
     """
-    import subprocess
-    import sys
-
     from dagster import DagsterInstance
 
     with psycopg.connect(pg_database, autocommit=True) as conn:
@@ -400,10 +394,8 @@ def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: in
         }},
     })
     env = platform_env.environ(SNAPSHOT_PLATFORM_CATALOG=str(catalog))
-    cli = str(Path(sys.executable).parent / "snapshot-platform")
-    applied = subprocess.run([cli, "pools", "--apply", "--json"], env=env, capture_output=True, text=True, check=True)
+    applied = subprocess.run([str(BIN / "snapshot-platform"), "pools", "--apply", "--json"], env=env, capture_output=True, text=True, check=True)
     assert json.loads(applied.stdout)["pools"] == {"source_replica": limit}
-    from snapshot_platform_tests.cli_runs import BIN
 
     def launch(day: str) -> subprocess.Popen[str]:
         return subprocess.Popen([str(BIN / "dagster"), "asset", "materialize", "-m", "snapshot_platform.definitions",

@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from upath import UPath
 
-from snapshot_platform.store import backends
 from snapshot_platform.store import manifest as mf
-from snapshot_platform.store.store import SnapshotStore, _fs_path, _is_local, _listdir
-
-STAGING = ".staging"
+from snapshot_platform.store.store import STAGING, SnapshotStore, _fs_path, _is_local, _listdir
 
 
 @dataclass(frozen=True)
@@ -37,14 +33,32 @@ class Leftover:
     bytes: int
     newest: str | None  # ISO time of the newest file
     age_s: float | None
+    stale: bool = False  # a staging folder idle for longer than the threshold
     removed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+# where each fsspec backend's listing already carries the modification time (s3fs, adlfs, gcsfs,
+# local/memory): reading it from the listing saves a HEAD request per file
+_LISTED_TIME_KEYS = ("LastModified", "last_modified", "updated", "mtime", "created")
+
+
 def _utc(t: dt.datetime) -> dt.datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+
+
+def _modified(fs: Any, name: str, info: dict[str, Any]) -> dt.datetime:
+    for k in _LISTED_TIME_KEYS:
+        v = info.get(k)
+        if isinstance(v, dt.datetime):
+            return _utc(v)
+        if isinstance(v, str) and v:
+            return _utc(dt.datetime.fromisoformat(v.replace("Z", "+00:00")))
+        if isinstance(v, (int, float)) and k == "mtime":
+            return dt.datetime.fromtimestamp(v, dt.timezone.utc)
+    return _utc(fs.modified(name))
 
 
 def _entries(folder: UPath) -> Iterator[tuple[bool, int, dt.datetime]]:
@@ -63,7 +77,7 @@ def _entries(folder: UPath) -> Iterator[tuple[bool, int, dt.datetime]]:
     for name, info in fs.find(path, detail=True).items():
         if info.get("type") == "directory":
             continue
-        yield True, int(info.get("size") or 0), _utc(fs.modified(name))
+        yield True, int(info.get("size") or 0), _modified(fs, name, info)
 
 
 def _leftover(store: SnapshotStore, kind: str, folder: UPath, now: dt.datetime) -> Leftover:
@@ -90,14 +104,10 @@ def _find(store: SnapshotStore, now: dt.datetime) -> list[tuple[Leftover, UPath]
     return sorted(found, key=lambda x: -(x[0].age_s or 0.0))
 
 
-def find_leftovers(store: SnapshotStore, now: dt.datetime | None = None) -> list[Leftover]:
-    """Every staging folder, and every version folder without a manifest, oldest first."""
-    return [item for item, _ in _find(store, now or dt.datetime.now(dt.timezone.utc))]
-
-
 def collect_garbage(store: SnapshotStore, older_than: dt.timedelta, dry_run: bool = False,
                     now: dt.datetime | None = None) -> list[Leftover]:
-    """Remove staging folders idle for longer than ``older_than``; report everything found.
+    """Every staging folder and every version folder without a manifest, oldest first; the staging
+    folders idle for longer than ``older_than`` are marked stale and, unless ``dry_run``, removed.
 
     ``older_than`` must be longer than the longest snapshot a writer may take.
     """
@@ -105,12 +115,10 @@ def collect_garbage(store: SnapshotStore, older_than: dt.timedelta, dry_run: boo
         raise ValueError("older_than must be positive: a younger staging folder may belong to a writer at work")
     out = []
     for item, folder in _find(store, now or dt.datetime.now(dt.timezone.utc)):
-        stale = item.kind == "staging" and item.age_s is not None and item.age_s > older_than.total_seconds()
-        if stale and not dry_run:
-            if _is_local(folder):
-                shutil.rmtree(str(folder))
-            else:
-                backends.remove_tree(folder.fs, _fs_path(folder))
-            item = replace(item, removed=True)
+        if item.kind == "staging" and item.age_s is not None and item.age_s > older_than.total_seconds():
+            item = replace(item, stale=True)
+            if not dry_run:
+                store._remove(folder, quiet=False)
+                item = replace(item, removed=True)
         out.append(item)
     return out

@@ -39,6 +39,7 @@ from snapshot_platform.store import manifest as mf
 from snapshot_platform.store.writer import WriterSettings, WrittenData, prefetch, write_parts
 
 STORAGE_ENV = "SNAPSHOT_PLATFORM_STORAGE_URL"
+STAGING = ".staging"  # <root>/.staging/<uuid>/: private, in-flight writes (store/gc.py reclaims them)
 _HASH_CHUNK = 8 * 1024 * 1024
 
 
@@ -145,7 +146,7 @@ class SnapshotStore:
         the manifest under ``checks``.
         """
         self.partition_dir(asset, partition)  # validates the components before any write
-        staging = self.root / ".staging" / uuid.uuid4().hex
+        staging = self.root / STAGING / uuid.uuid4().hex
         try:
             written = self._write_staging(staging, schema, prefetch(batches, prefetch_depth))
             version = mf.version_id(schema, [p.sha256 for p in written.parts])
@@ -180,7 +181,7 @@ class SnapshotStore:
                                      self.uri(final))
             return PublishResult(version, True, manifest, self.uri(final))
         finally:
-            self._remove_quietly(staging)
+            self._remove(staging)
 
     def _write_staging(self, staging: UPath, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> WrittenData:
         staging.mkdir(parents=True, exist_ok=True)
@@ -211,7 +212,7 @@ class SnapshotStore:
             # died between moving its data into place and writing the manifest, or is about to
             # write it. If its files are ours byte for byte, adopt them; otherwise set them aside.
             if not self._same_files(UPath(str(dst)), written):
-                aside = Path(str(self.root)) / ".staging" / f"abandoned-{uuid.uuid4().hex}"
+                aside = Path(str(self.root)) / STAGING / f"abandoned-{uuid.uuid4().hex}"
                 aside.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(dst, aside)
                 os.rename(src, dst)
@@ -267,11 +268,18 @@ class SnapshotStore:
                 return False
         return True
 
-    def _remove_quietly(self, p: UPath) -> None:
+    def _remove(self, p: UPath, quiet: bool = True) -> None:
+        """Delete the folder ``p``. Quiet (clean-up after a failure): errors are logged or ignored,
+        never hiding the error that brought us here; otherwise they are raised."""
         if self.local:
-            shutil.rmtree(str(p), ignore_errors=True)
-        else:
+            shutil.rmtree(str(p), ignore_errors=quiet)
+        elif quiet:
             backends.remove_tree(p.fs, _fs_path(p))
+        else:
+            try:
+                p.fs.rm(_fs_path(p), recursive=True)
+            finally:
+                p.fs.invalidate_cache(_fs_path(p))
 
     # ------------------------------------------------------------ reading
 
