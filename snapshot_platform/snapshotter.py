@@ -118,13 +118,14 @@ def take_snapshot(
                     "library_versions": library_versions(),
                 }
                 history = partition_history(store, name, partition_key, spec.checks.volume.trailing)
-                schema_json = schema_to_json(read.schema)
+                schema_json = schema_to_json(read.schema, read.source_types)
 
                 def checker(batches: Iterator[pa.RecordBatch]) -> dict[str, Any]:
                     return run_checks(spec, schema_json, batches, history)
 
                 result = store.publish(name, partition_key, read.schema, read.batches, fields,
-                                       checker=checker, check_columns=check_columns(spec))
+                                       checker=checker, check_columns=check_columns(spec),
+                                       source_types=read.source_types)
             checks = result.manifest.get("checks")
             if checks is None:
                 # published before these checks existed: evaluate them now, over the verified data

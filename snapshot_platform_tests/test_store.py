@@ -31,7 +31,7 @@ from snapshot_platform.store import (
     WriterSettings,
     sha256_text,
 )
-from snapshot_platform.store.manifest import REQUIRED_FIELDS
+from snapshot_platform.store.manifest import FORMAT_VERSION, REQUIRED_FIELDS
 
 ASSET = "customer_data"
 PARTITION = "2024-01-01"
@@ -125,7 +125,7 @@ def test_publish_writes_a_complete_readable_manifest(store, root):
     assert on_disk == json.loads(json.dumps(result.manifest, default=str))
     for field in REQUIRED_FIELDS:
         assert field in on_disk, field
-    assert on_disk["format_version"] == 1
+    assert on_disk["format_version"] == FORMAT_VERSION == 2
     assert (on_disk["asset"], on_disk["partition"], on_disk["version"]) == (ASSET, PARTITION, result.version)
     assert on_disk["row_count"] == 2500
     assert on_disk["window"] == manifest_fields()["window"]

@@ -50,6 +50,9 @@ class SourceRead:
     batches: Iterator[pa.RecordBatch]
     params: dict[str, Any]
     state: dict[str, Any] = field(default_factory=dict)
+    # column name → the database's own type name (``inet``, ``money``, ``FLOAT``, ...), recorded in the
+    # manifest's schema as ``source_type``; an engine fills in what its result metadata tells
+    source_types: dict[str, str] = field(default_factory=dict)
 
 
 class SourceError(RuntimeError):

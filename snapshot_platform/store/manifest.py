@@ -12,7 +12,11 @@ from typing import Any
 
 import pyarrow as pa
 
-FORMAT_VERSION = 1
+# 1: the first layout. 2: each schema entry may carry ``source_type`` (the column's database type),
+# and types without an exact Arrow equivalent are kept as the server's canonical text or refused
+# (docs/sources.md has each engine's table). Format 1 manifests stay readable.
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 
 REQUIRED_FIELDS = (
@@ -40,9 +44,20 @@ class ManifestError(ValueError):
     pass
 
 
-def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
-    """Column names and Arrow types, in order: ``[{"name": ..., "type": "decimal128(15, 2)", "nullable": true}]``."""
-    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+def schema_to_json(schema: pa.Schema, source_types: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Column names and Arrow types, in order: ``[{"name": ..., "type": "decimal128(15, 2)", "nullable": true}]``.
+
+    With ``source_types`` (column → the database's type name, e.g. ``inet``, ``money``), each entry
+    also records ``source_type``, so that a reader can tell ``inet`` text from free text. The
+    version id digests the entries without it (:func:`version_id`): the same bytes keep their id.
+    """
+    out = []
+    for f in schema:
+        entry: dict[str, Any] = {"name": f.name, "type": str(f.type), "nullable": f.nullable}
+        if source_types and f.name in source_types:
+            entry["source_type"] = source_types[f.name]
+        out.append(entry)
+    return out
 
 
 def sha256_text(text: str) -> str:
@@ -83,9 +98,10 @@ def validate(manifest: Any, where: str) -> None:
     missing = [f for f in REQUIRED_FIELDS if f not in manifest]
     if missing:
         raise ManifestError(f"{where}: missing required fields: {', '.join(missing)}")
-    if manifest["format_version"] != FORMAT_VERSION:
+    if manifest["format_version"] not in READABLE_FORMAT_VERSIONS:
         raise ManifestError(
-            f"{where}: format_version {manifest['format_version']!r} is not supported (expected {FORMAT_VERSION})"
+            f"{where}: format_version {manifest['format_version']!r} is not supported "
+            f"(this release reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))})"
         )
     files = manifest["files"]
     if not isinstance(files, list):

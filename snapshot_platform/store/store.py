@@ -134,6 +134,7 @@ class SnapshotStore:
         prefetch_depth: int = 2,
         checker: Callable[[Iterator[pa.RecordBatch]], dict[str, Any]] | None = None,
         check_columns: list[str] | None = None,
+        source_types: dict[str, str] | None = None,
     ) -> PublishResult:
         """Write ``batches`` and publish them as a version of ``asset``/``partition``.
 
@@ -144,6 +145,8 @@ class SnapshotStore:
         ``checker``, if given, is called with the written rows (streamed back from the staged
         files, only ``check_columns``) before the manifest exists; what it returns is recorded in
         the manifest under ``checks``.
+
+        ``source_types`` (column → database type) is recorded in the manifest's schema entries.
         """
         self.partition_dir(asset, partition)  # validates the components before any write
         staging = self.root / STAGING / uuid.uuid4().hex
@@ -166,7 +169,7 @@ class SnapshotStore:
                     {"path": p.path, "sha256": p.sha256, "bytes": p.bytes, "rows": p.rows}
                     for p in written.parts
                 ],
-                "schema": mf.schema_to_json(schema),
+                "schema": mf.schema_to_json(schema, source_types),
                 "writer": self.settings.as_dict(),
             }
             if checker is not None:
