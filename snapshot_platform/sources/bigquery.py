@@ -20,7 +20,18 @@ One read:
    timeout, enforced by the server, which cancels the job);
 4. rows stream as Arrow record batches, through the Storage Read API when it is installed and
    allowed, page by page over REST otherwise; the Arrow schema is derived from the result's
-   BigQuery schema, not from the values.
+   BigQuery schema, not from the values, and every batch is checked against it
+   (:mod:`snapshot_platform.sources.exact`).
+
+Types: each column is exact or the read fails, naming it, before anything is published. INT64,
+FLOAT64 (NaN and infinities included), NUMERIC (``decimal128(38, 9)``), BIGNUMERIC
+(``decimal256(76, 38)``: a value of 10^38 or more fails, naming the column), BOOL, STRING, BYTES,
+DATE, DATETIME (naive), TIME, TIMESTAMP (UTC), STRUCT, ARRAY and RANGE keep their Arrow types.
+GEOGRAPHY (WKT) and JSON are the server's text. INTERVAL has no exact Arrow/Parquet form (BigQuery's
+range exceeds Arrow's month-day-nanosecond one, and Parquet has neither): the query is wrapped to
+select ``CAST(col AS STRING)``, the server's canonical text (``1-2 3 4:5:6.789``); an INTERVAL
+inside a STRUCT or ARRAY fails, naming the column. ``SourceRead.source_types`` records each column's
+BigQuery type (``BIGNUMERIC``, ``ARRAY<STRUCT<a INT64>>``) in the manifest.
 """
 
 from __future__ import annotations
@@ -36,7 +47,8 @@ import pyarrow as pa
 
 from snapshot_platform.catalog import SNAPSHOT_TIME_PARAM, BigQuerySourceSpec, SecretMissingError, resolve
 from snapshot_platform.secrets import aws_refs
-from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, conform, ordered, redact
+from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, ordered, redact
+from snapshot_platform.sources.exact import conform_exact
 from snapshot_platform.sql_params import find_placeholders, rewrite
 
 _SCOPES = ["https://www.googleapis.com/auth/bigquery", "https://www.googleapis.com/auth/cloud-platform"]
@@ -64,15 +76,52 @@ _SCALARS = {
 }
 
 
-def arrow_type(field: Any) -> pa.DataType:
-    """The Arrow type of one BigQuery result field (``SchemaField``), from the schema alone."""
-    kind = (field.field_type or "STRING").upper()
+_CONFORM_HINT = "cast it in the query (e.g. CAST({column} AS STRING))"
+
+
+def _kind(field: Any) -> str:
+    """The field's type without parameters: ``RANGE<DATE>`` (as a dry run names it) is ``RANGE``."""
+    return (field.field_type or "STRING").upper().split("<", 1)[0].strip()
+
+
+def _range_element(field: Any) -> str:
+    element = getattr(field, "range_element_type", None)
+    name = getattr(element, "element_type", None) if element is not None else None
+    if name is None and "<" in (field.field_type or ""):
+        name = field.field_type.split("<", 1)[1].rstrip(">")
+    return (name or "TIMESTAMP").upper()
+
+
+def type_name(field: Any) -> str:
+    """BigQuery's name of a result field's type: ``BIGNUMERIC``, ``ARRAY<STRUCT<a INT64, b STRING>>``."""
+    kind = _kind(field)
     if kind in ("RECORD", "STRUCT"):
-        t: pa.DataType = pa.struct([pa.field(f.name, arrow_type(f), True) for f in field.fields])
+        t = "STRUCT<" + ", ".join(f"{f.name} {type_name(f)}" for f in field.fields) + ">"
     elif kind == "RANGE":
-        t = pa.struct([pa.field("start", pa.timestamp("us", tz="UTC")), pa.field("end", pa.timestamp("us", tz="UTC"))])
+        t = f"RANGE<{_range_element(field)}>"
     else:
-        t = _SCALARS.get(kind, pa.string())
+        t = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}.get(kind, kind)
+    return f"ARRAY<{t}>" if field.mode == "REPEATED" else t
+
+
+def arrow_type(field: Any) -> pa.DataType | None:
+    """The exact Arrow type of one BigQuery result field (``SchemaField``), from the schema alone;
+    ``None`` where there is none (INTERVAL, or a type this release does not know)."""
+    kind = _kind(field)
+    if kind in ("RECORD", "STRUCT"):
+        members = [(f.name, arrow_type(f)) for f in field.fields]
+        if any(m is None for _, m in members):
+            return None
+        t: pa.DataType = pa.struct([pa.field(n, m, True) for n, m in members])
+    elif kind == "RANGE":
+        bound = _SCALARS.get(_range_element(field))
+        if bound is None:
+            return None
+        t = pa.struct([pa.field("start", bound), pa.field("end", bound)])
+    elif kind in _SCALARS:
+        t = _SCALARS[kind]
+    else:
+        return None
     if field.mode == "REPEATED":
         t = pa.list_(t)
     return t
@@ -251,6 +300,11 @@ class BigQuerySource(Source):
                     f"source {self.name}: the query is a {dry.statement_type} statement; snapshots only run SELECT",
                     code="not_select",
                 )
+            # types without an exact Arrow form: INTERVAL as the server's text, anything else refused
+            select = self._text_columns(dry.schema or [])
+            if select:
+                sql, _ = rewrite(ordered(query, key, quote=_quote, select=select), lambda n, _i: f"@{n}",
+                                 backslash_escapes=True)
             estimate = dry.total_bytes_processed or 0
             if estimate > self.spec.maximum_bytes_billed:
                 raise SourceError(
@@ -276,7 +330,17 @@ class BigQuerySource(Source):
                 with contextlib.suppress(Exception):
                     job.cancel(timeout=api_timeout)
                 raise
-            schema = pa.schema([pa.field(f.name, arrow_type(f), True) for f in rows.schema])
+            dry_types = {f.name: type_name(f) for f in dry.schema or []}
+            source_types = {f.name: dry_types.get(f.name, type_name(f)) for f in rows.schema}
+            fields = []
+            for f in rows.schema:
+                t = arrow_type(f)
+                if t is None:
+                    raise SourceError(
+                        f"source {self.name}: column {f.name} is a BigQuery {source_types[f.name]}, which has no "
+                        f"exact Arrow type here; " + _CONFORM_HINT.format(column=f.name), code="inexact_type")
+                fields.append(pa.field(f.name, t, True))
+            schema = pa.schema(fields)
             started = job.started or job.created
             state = {
                 "engine": "bigquery",
@@ -295,11 +359,21 @@ class BigQuerySource(Source):
                 try:
                     for b in rows.to_arrow_iterable(bqstorage_client=storage):
                         if b.num_rows:
-                            yield conform(b, schema, self.name, "BigQuery")
+                            yield conform_exact(b, schema, self.name, "BigQuery", source_types, _CONFORM_HINT)
+                except SourceError:
+                    raise
+                except pa.ArrowInvalid as exc:
+                    # the client library builds REST pages into Arrow itself: a value that does not fit
+                    # (a BIGNUMERIC of 10^38 or more) fails there, before our check sees the batch
+                    raise SourceError(
+                        f"source {self.name} (streaming rows): a value does not fit its column's exact Arrow type "
+                        f"({exc}); BigQuery types: {source_types}; " + _CONFORM_HINT.format(column="the column"),
+                        code="inexact_type") from None
                 except failures as exc:
                     raise self._error(exc, "streaming rows") from None
 
-            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state)
+            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
+                             source_types=source_types)
         except SourceError:
             raise
         except SecretMissingError as exc:
@@ -310,6 +384,27 @@ class BigQuerySource(Source):
             if client is not None:
                 with contextlib.suppress(Exception):
                     client.close()
+
+    def _text_columns(self, fields: list[Any]) -> list[str] | None:
+        """The wrapped query's select list when a column needs the server's text (INTERVAL), else None.
+
+        An INTERVAL column becomes ``CAST(col AS STRING)``; one nested in a STRUCT or ARRAY is refused.
+        """
+        if not any(_kind(f) == "INTERVAL" or arrow_type(f) is None for f in fields):
+            return None
+        select = []
+        for f in fields:
+            column = f"snapshot_query.{_quote(f.name)}"
+            if _kind(f) == "INTERVAL" and f.mode != "REPEATED":
+                select.append(f"CAST({column} AS STRING) AS {_quote(f.name)}")
+            elif arrow_type(f) is None:
+                raise SourceError(
+                    f"source {self.name}: column {f.name} is a BigQuery {type_name(f)}, which has no exact Arrow "
+                    f"type here (INTERVAL is kept as text only as a top-level column); "
+                    + _CONFORM_HINT.format(column=f.name), code="inexact_type")
+            else:
+                select.append(column)
+        return select
 
     def _parameters(self, window: Window, snapshot_time: dt.datetime | None) -> list[Any]:
         from google.cloud import bigquery

@@ -15,9 +15,16 @@ can be fetched again for a day. Snowflake has no read-only session: give the sou
 can only SELECT (``role:``).
 
 The Arrow schema comes from the result metadata (type code, precision, scale), and every batch is
-cast to it: ``NUMBER(p,0)`` is ``int64`` up to 18 digits, ``decimal128(p,0)`` above;
-``NUMBER(p,s)`` is ``decimal128(p,s)``; ``TIMESTAMP_NTZ`` a naive timestamp; ``TIMESTAMP_LTZ`` and
-``_TZ`` instants in UTC.
+checked against it (:mod:`snapshot_platform.sources.exact`): ``NUMBER(p,0)`` is ``int64`` up to 18
+digits, ``decimal128(p,0)`` above; ``NUMBER(p,s)`` is ``decimal128(p,s)`` (the connector is asked
+for decimals, ``arrow_number_to_decimal``: by default it turns scaled numbers into float64);
+``TIMESTAMP_NTZ`` a naive timestamp; ``TIMESTAMP_LTZ`` and ``_TZ`` instants in UTC, in nanoseconds
+for a scale above 6 (a value outside 1677..2262 then fails, naming the column); ``VARIANT``,
+``OBJECT``, ``ARRAY`` and ``GEOGRAPHY``/``GEOMETRY`` as the server's text (``JSON_INDENT`` and the
+geospatial output formats are pinned to Snowflake's defaults, so that text does not depend on the
+account's settings). Types with no exact Arrow form (``VECTOR``, ``MAP``, ``FILE``, intervals,
+anything unknown) fail before a row is read, naming the column. Each column's Snowflake type is
+``SourceRead.source_types``, recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ import pyarrow as pa
 from snapshot_platform.catalog import SNAPSHOT_TIME_PARAM, SecretMissingError, SnowflakeSourceSpec, resolve
 from snapshot_platform.secrets import aws_refs
 from snapshot_platform.sources.base import (
-    conform,
     Source,
     SourceError,
     SourceRead,
@@ -41,6 +47,7 @@ from snapshot_platform.sources.base import (
     redact,
     with_secret_refresh,
 )
+from snapshot_platform.sources.exact import conform_exact
 from snapshot_platform.sql_params import find_placeholders, rewrite
 
 AUTH_ERRNOS = {390100, 390144, 390191, 251005, 251006}
@@ -57,7 +64,31 @@ def _unit(scale: int | None) -> str:
     return "ns" if (scale or 0) > 6 else "us"
 
 
-def arrow_type(type_code: int, precision: int | None, scale: int | None) -> pa.DataType:
+_TEXT_TYPES = {_TEXT: "VARCHAR", _VARIANT: "VARIANT", _OBJECT: "OBJECT", _ARRAY: "ARRAY", 14: "GEOGRAPHY",
+               15: "GEOMETRY"}
+_TIMESTAMPS = {_TIMESTAMP: "TIMESTAMP_NTZ", _TS_NTZ: "TIMESTAMP_NTZ", _TS_LTZ: "TIMESTAMP_LTZ", _TS_TZ: "TIMESTAMP_TZ"}
+_INEXACT_HINT = "select it as text in the query (TO_VARCHAR({column})) or cast it to a type that has one"
+_CONFORM_HINT = ("cast it in the query (a timestamp outside 1677..2262 as TIMESTAMP_NTZ(6) or _TZ(6), "
+                 "anything else with TO_VARCHAR({column}))")
+
+
+def type_name(type_code: int, precision: int | None, scale: int | None) -> str:
+    """Snowflake's name of a result column's type (``NUMBER(38,0)``, ``TIMESTAMP_TZ(9)``, ``VARIANT``)."""
+    if type_code == _FIXED:
+        return f"NUMBER({precision or 38},{scale or 0})"
+    if type_code in _TIMESTAMPS:
+        return f"{_TIMESTAMPS[type_code]}({9 if scale is None else scale})"
+    if type_code == _TIME:
+        return f"TIME({9 if scale is None else scale})"
+    if type_code in _TEXT_TYPES:
+        return _TEXT_TYPES[type_code]
+    from snowflake.connector.constants import FIELD_TYPES
+
+    return FIELD_TYPES[type_code].name if 0 <= type_code < len(FIELD_TYPES) else f"type code {type_code}"
+
+
+def arrow_type(type_code: int, precision: int | None, scale: int | None) -> pa.DataType | None:
+    """The exact Arrow type of a result column, or ``None`` where Snowflake's type has none."""
     if type_code == _FIXED:
         p, s = precision or 38, scale or 0
         if s == 0:
@@ -77,7 +108,9 @@ def arrow_type(type_code: int, precision: int | None, scale: int | None) -> pa.D
         return pa.bool_()
     if type_code == _BINARY:
         return pa.binary()
-    return pa.string()  # TEXT, VARIANT, OBJECT, ARRAY, GEOGRAPHY...: as text
+    if type_code in _TEXT_TYPES:
+        return pa.string()  # VARCHAR; VARIANT, OBJECT, ARRAY, GEOGRAPHY, GEOMETRY: the server's text
+    return None  # VECTOR, MAP, FILE, INTERVAL_*, DECFLOAT, anything newer: no exact form known here
 
 
 class SnowflakeSource(Source):
@@ -135,6 +168,8 @@ class SnowflakeSource(Source):
             "user": resolve(self.spec.user),
             "login_timeout": self.spec.connect_timeout_s,
             "network_timeout": self.spec.statement_timeout_s + 60,
+            # NUMBER(p,s>0) as decimal128, never float64 (the connector's default would round them)
+            "arrow_number_to_decimal": True,
             "paramstyle": "qmark",
             "autocommit": True,
             "client_session_keep_alive": False,
@@ -143,6 +178,11 @@ class SnowflakeSource(Source):
                 "TIMEZONE": "UTC",
                 "QUERY_TAG": "snapshot_platform",
                 "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False,
+                # the text of VARIANT/OBJECT/ARRAY and geospatial values, pinned to Snowflake's defaults
+                # so that an account's own setting cannot change a snapshot's bytes (docs/sources.md)
+                "JSON_INDENT": 2,
+                "GEOGRAPHY_OUTPUT_FORMAT": "GeoJSON",
+                "GEOMETRY_OUTPUT_FORMAT": "GeoJSON",
             },
         }
         for name in ("warehouse", "database", "role"):
@@ -218,9 +258,18 @@ class SnowflakeSource(Source):
             }
             cur.execute(sql, [("TIMESTAMP_NTZ", values[n]) for n in names],
                         timeout=int(self.spec.statement_timeout_s) + 5)
-            schema = pa.schema(
-                [pa.field(c.name, arrow_type(c.type_code, c.precision, c.scale), True) for c in cur.description]
-            )
+            source_types = {c.name: type_name(c.type_code, c.precision, c.scale) for c in cur.description}
+            fields = []
+            for c in cur.description:
+                t = arrow_type(c.type_code, c.precision, c.scale)
+                if t is None:
+                    raise SourceError(
+                        f"source {self.name}: column {c.name} is a Snowflake {source_types[c.name]}, which has "
+                        f"no exact Arrow type here; " + _INEXACT_HINT.format(column=c.name),
+                        code="inexact_type",
+                    )
+                fields.append(pa.field(c.name, t, True))
+            schema = pa.schema(fields)
             state = {
                 "engine": "snowflake",
                 "query_id": cur.sfqid,
@@ -234,11 +283,12 @@ class SnowflakeSource(Source):
                     for table in cur.fetch_arrow_batches():
                         for b in table.to_batches():
                             if b.num_rows:
-                                yield conform(b, schema, self.name, "Snowflake")
+                                yield conform_exact(b, schema, self.name, "Snowflake", source_types, _CONFORM_HINT)
                 except sferr.Error as exc:
                     raise self._error(exc, "streaming rows") from None
 
-            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state)
+            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
+                             source_types=source_types)
         except sferr.Error as exc:
             raise self._error(exc, stage) from None
         finally:
