@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_platform.catalog import ColumnRules, SnapshotSpec
+from snapshot_platform.store.integrity import adjacent_duplicates
 
 EXAMPLES = 5
 
@@ -104,22 +105,13 @@ class _Accumulator:
         self.rows += n
         # key uniqueness: the snapshot is ordered by its key, so duplicates are neighbours
         keys = pa.RecordBatch.from_arrays([batch.column(k) for k in key], names=key)
-        both = pa.Table.from_batches([self.prev_key, keys]) if self.prev_key is not None else pa.Table.from_batches([keys])
-        if both.num_rows > 1:
-            same = None
-            for k in key:
-                col = both.column(k)
-                eq = pc.and_kleene(pc.equal(col.slice(1), col.slice(0, both.num_rows - 1)),
-                                   pc.invert(pc.is_null(col.slice(1))))
-                eq = pc.fill_null(eq, False)
-                same = eq if same is None else pc.and_(same, eq)
-            dups = pc.sum(same).as_py() or 0
-            if dups:
-                self.dup_count += dups
-                if len(self.dup_examples) < EXAMPLES:
-                    idx = pc.indices_nonzero(same).to_pylist()[:EXAMPLES]
-                    flat = both.combine_chunks().to_batches()[0]
-                    self.dup_examples.extend(_key_repr(flat, key, [i + 1 for i in idx]))
+        dups, idx = adjacent_duplicates(self.prev_key, keys)
+        if dups:
+            self.dup_count += dups
+            if len(self.dup_examples) < EXAMPLES:
+                both = pa.Table.from_batches([self.prev_key, keys] if self.prev_key is not None else [keys])
+                flat = both.combine_chunks().to_batches()[0]
+                self.dup_examples.extend(_key_repr(flat, key, idx[:EXAMPLES]))
         self.prev_key = keys.slice(n - 1, 1)
         for c in self.spec.not_null:
             if c not in batch.schema.names:
@@ -207,7 +199,7 @@ def run_checks(
         offending = {c: n for c, n in acc.null_counts.items() if n}
         out["not_null"] = _result(
             not offending and not missing, True,
-            {"null_rows": offending, "examples": {c: acc.null_examples[c][:EXAMPLES] for c in offending},
+            {"columns": list(spec.not_null), "null_rows": offending, "examples": {c: acc.null_examples[c][:EXAMPLES] for c in offending},
              **({"missing_columns": missing} if missing else {})},
         )
     out["min_rows"] = _result(acc.rows >= spec.checks.min_rows, True,

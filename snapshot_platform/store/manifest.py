@@ -93,6 +93,11 @@ def loads(raw: bytes, where: str) -> dict[str, Any]:
 
 
 def validate(manifest: Any, where: str) -> None:
+    """Refuse a manifest whose fields a reader relies on are missing or of the wrong kind.
+
+    Every error is a :class:`ManifestError` naming ``where`` and the field, never a ``KeyError`` or
+    ``TypeError`` from deeper down: one malformed manifest must not stop a listing of the others.
+    """
     if not isinstance(manifest, dict):
         raise ManifestError(f"{where}: a manifest must be a JSON object")
     missing = [f for f in REQUIRED_FIELDS if f not in manifest]
@@ -103,15 +108,68 @@ def validate(manifest: Any, where: str) -> None:
             f"{where}: format_version {manifest['format_version']!r} is not supported "
             f"(this release reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))})"
         )
+    for name in ("asset", "partition", "version", "created_at"):
+        if not isinstance(manifest[name], str) or not manifest[name]:
+            raise ManifestError(f"{where}: field {name!r} must be a non-empty string")
+    if not _is_count(manifest["row_count"]):
+        raise ManifestError(f"{where}: field 'row_count' must be a non-negative integer")
+    schema = manifest["schema"]
+    if not isinstance(schema, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("type"), str) for c in schema
+    ):
+        raise ManifestError(f"{where}: field 'schema' must be a list of {{name, type}} entries")
+    key = manifest.get("key")
+    if key is not None and not (isinstance(key, list) and all(isinstance(k, str) for k in key)):
+        raise ManifestError(f"{where}: field 'key' must be a list of column names")
+    checks = manifest.get("checks")
+    if checks is not None and not (
+        isinstance(checks, dict) and all(isinstance(c, dict) and "passed" in c for c in checks.values())
+    ):
+        raise ManifestError(f"{where}: field 'checks' must map check names to outcomes with 'passed'")
     files = manifest["files"]
     if not isinstance(files, list):
         raise ManifestError(f"{where}: field 'files' must be a list")
+    seen = set()
     for i, f in enumerate(files):
-        for key in ("path", "sha256", "bytes", "rows"):
-            if key not in f:
-                raise ManifestError(f"{where}: files[{i}] lacks '{key}'")
+        if not isinstance(f, dict):
+            raise ManifestError(f"{where}: files[{i}] must be an object")
+        for k in ("path", "sha256", "bytes", "rows"):
+            if k not in f:
+                raise ManifestError(f"{where}: files[{i}] lacks '{k}'")
         p = f["path"]
-        if not isinstance(p, str) or p.startswith("/") or ".." in p.split("/") or "\\" in p:
+        if (not isinstance(p, str) or not p or p.startswith("/") or "\\" in p
+                or any(c in ("", ".", "..") for c in p.split("/")) or p == MANIFEST_NAME):
             raise ManifestError(f"{where}: files[{i}].path {p!r} must be a plain relative path")
-    if sum(int(f["rows"]) for f in files) != manifest["row_count"]:
+        if p in seen:
+            raise ManifestError(f"{where}: files[{i}].path {p!r} is listed twice")
+        seen.add(p)
+        if not (isinstance(f["sha256"], str) and len(f["sha256"]) == 64
+                and all(ch in "0123456789abcdef" for ch in f["sha256"])):
+            raise ManifestError(f"{where}: files[{i}].sha256 must be 64 lowercase hex digits")
+        for k in ("bytes", "rows"):
+            if not _is_count(f[k]):
+                raise ManifestError(f"{where}: files[{i}].{k} must be a non-negative integer")
+    if sum(f["rows"] for f in files) != manifest["row_count"]:
         raise ManifestError(f"{where}: row_count does not equal the sum of the files' rows")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_location(manifest: dict[str, Any], asset: str, partition: str, version: str, where: str) -> None:
+    """A manifest must describe the folder it sits in: ``<asset>/<partition>/<version>/``.
+
+    A manifest copied into another partition's (or version's) folder would otherwise pass its files
+    off as that partition's data."""
+    found = (manifest["asset"], manifest["partition"], manifest["version"])
+    if found != (asset, partition, version):
+        raise ManifestError(
+            f"{where}: the manifest describes {found[0]}/{found[1]}/{found[2]} but sits in "
+            f"{asset}/{partition}/{version}; a manifest is only valid in its own version folder"
+        )
+
+
+def schema_without_source_types(schema_json: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Schema entries as :func:`version_id` digests them (``source_type`` left out)."""
+    return [{k: v for k, v in c.items() if k != "source_type"} for c in schema_json]

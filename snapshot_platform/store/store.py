@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import hashlib
-import io
+import logging
 import os
 import posixpath
 import shutil
@@ -35,12 +35,24 @@ from upath import UPath
 
 from snapshot_platform.home import platform_home
 from snapshot_platform.store import backends
+from snapshot_platform.store.integrity import RowChecks
 from snapshot_platform.store import manifest as mf
-from snapshot_platform.store.writer import WriterSettings, WrittenData, prefetch, write_parts
+from snapshot_platform.store.manifest import ManifestError
+from snapshot_platform.store.writer import (
+    WriterSettings,
+    WrittenData,
+    prefetch,
+    storage_write_error,
+    write_parts,
+)
 
 STORAGE_ENV = "SNAPSHOT_PLATFORM_STORAGE_URL"
 STAGING = ".staging"  # <root>/.staging/<uuid>/: private, in-flight writes (store/gc.py reclaims them)
 _HASH_CHUNK = 8 * 1024 * 1024
+# a local publisher's manifest, written beside the folder's files and linked into place (_place_local)
+_MANIFEST_TMP_PREFIX = ".manifest-"
+
+log = logging.getLogger(__name__)
 
 
 class SnapshotNotFound(LookupError):
@@ -48,7 +60,9 @@ class SnapshotNotFound(LookupError):
 
 
 class IntegrityError(RuntimeError):
-    """Stored bytes do not match the manifest. The message names the file."""
+    """Stored bytes do not match the manifest, or the manifest does not match the bytes (its
+    version id, row counts, folder, unlisted files, or a recorded check the rows contradict).
+    The message names the version and the file."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,7 @@ class SnapshotStore:
         checker: Callable[[Iterator[pa.RecordBatch]], dict[str, Any]] | None = None,
         check_columns: list[str] | None = None,
         source_types: dict[str, str] | None = None,
+        cancel: Callable[[], None] | None = None,
     ) -> PublishResult:
         """Write ``batches`` and publish them as a version of ``asset``/``partition``.
 
@@ -147,11 +162,18 @@ class SnapshotStore:
         the manifest under ``checks``.
 
         ``source_types`` (column → database type) is recorded in the manifest's schema entries.
+
+        ``batches`` is pulled by a background thread, which has stopped (and left the source's
+        driver) when this returns or raises, whatever the error: the caller may close the source
+        then. ``cancel`` (the source's server-side cancel) ends a fetch that thread is waiting in.
+        A failed write (disk full, a refused upload) raises :class:`StorageWriteError`, one line
+        naming the cause and the file; the staging folder is removed on every path.
         """
         self.partition_dir(asset, partition)  # validates the components before any write
         staging = self.root / STAGING / uuid.uuid4().hex
         try:
-            written = self._write_staging(staging, schema, prefetch(batches, prefetch_depth))
+            with prefetch(batches, prefetch_depth, cancel) as pulled:
+                written = self._write_staging(staging, schema, pulled)
             version = mf.version_id(schema, [p.sha256 for p in written.parts])
             final = self.version_dir(asset, partition, version)
             existing = self._try_manifest(final)
@@ -175,10 +197,13 @@ class SnapshotStore:
             if checker is not None:
                 manifest["checks"] = checker(self._staged_batches(staging, written, check_columns))
             raw = mf.dumps(manifest)
-            if self.local:
-                created = self._place_local(staging, final, written, raw)
-            else:
-                created = self._place_remote(staging, final, written, raw)
+            try:
+                if self.local:
+                    created = self._place_local(staging, final, written, raw)
+                else:
+                    created = self._place_remote(staging, final, written, raw)
+            except OSError as exc:  # disk full, a refused upload: say so, and where
+                raise storage_write_error(exc, getattr(exc, "filename", None) or self.uri(final)) from exc
             if not created:
                 return PublishResult(version, False, self.read_manifest(asset, partition, version),
                                      self.uri(final))
@@ -187,12 +212,15 @@ class SnapshotStore:
             self._remove(staging)
 
     def _write_staging(self, staging: UPath, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> WrittenData:
-        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            staging.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_write_error(exc, self.uri(staging)) from exc
 
         def open_part(name: str) -> Any:
             return (staging / name).open("wb")
 
-        return write_parts(batches, schema, open_part, self.settings)
+        return write_parts(batches, schema, open_part, self.settings, where=lambda name: self.uri(staging / name))
 
     def _staged_batches(self, staging: UPath, written: WrittenData, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
         cols = [c for c in columns if c in written.schema.names] if columns is not None else None
@@ -221,17 +249,24 @@ class SnapshotStore:
                 os.rename(src, dst)
         _fsync_dir(dst.parent)
         tmp = dst / f".manifest-{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
         try:
+            with open(tmp, "wb") as f:
+                f.write(raw)
+                f.flush()
+                os.fsync(f.fileno())
             os.link(tmp, dst / mf.MANIFEST_NAME)  # atomic create-if-absent
             created = True
         except FileExistsError:
             created = False
+        except OSError as exc:  # e.g. the disk filled up: the error names the manifest, not the tmp
+            exc.filename = str(dst / mf.MANIFEST_NAME)
+            raise
         finally:
-            tmp.unlink()
+            # never leave a .tmp in a version folder, whatever failed (the disk is full: unlink works)
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
         _fsync_dir(dst)
         return created
 
@@ -287,12 +322,17 @@ class SnapshotStore:
     # ------------------------------------------------------------ reading
 
     def _try_manifest(self, version_dir: UPath) -> dict[str, Any] | None:
+        """The manifest of ``version_dir``, None if it has none. A manifest that is malformed, or
+        that describes another folder than the one it sits in, is a :class:`ManifestError`."""
         p = version_dir / mf.MANIFEST_NAME
         try:
             raw = p.read_bytes()
         except FileNotFoundError:
             return None
-        return mf.loads(raw, where=self.uri(p))
+        where = self.uri(p)
+        m = mf.loads(raw, where=where)
+        mf.check_location(m, version_dir.parent.parent.name, version_dir.parent.name, version_dir.name, where)
+        return m
 
     def assets(self) -> list[str]:
         base = self.root / "snapshots"
@@ -302,19 +342,38 @@ class SnapshotStore:
         base = self.root / "snapshots" / _safe_component(asset, "snapshot name")
         return sorted(p.name for p in _listdir(base) if not p.name.startswith("."))
 
-    def versions(self, asset: str, partition: str) -> list[dict[str, Any]]:
-        """Published versions of one partition, oldest first (folders without a manifest are skipped)."""
-        found = []
+    def scan(self, asset: str, partition: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """Published versions of one partition, oldest first, and one message per manifest that cannot
+        be believed (malformed, or not describing its own folder), each naming the file.
+
+        Folders without a manifest are not versions and are skipped silently."""
+        found, bad = [], []
         for d in _listdir(self.partition_dir(asset, partition)):
             if d.name.startswith("."):
                 continue
-            m = self._try_manifest(d)
+            try:
+                m = self._try_manifest(d)
+            except ManifestError as exc:
+                bad.append(str(exc))
+                continue
             if m is not None:
                 found.append(m)
-        return sorted(found, key=lambda m: (m["created_at"], m["version"]))
+        return sorted(found, key=lambda m: (m["created_at"], m["version"])), bad
+
+    def versions(self, asset: str, partition: str) -> list[dict[str, Any]]:
+        """Published versions of one partition, oldest first (folders without a manifest are skipped;
+        a manifest that cannot be believed is skipped with a logged warning: see :meth:`scan`)."""
+        found, bad = self.scan(asset, partition)
+        for problem in bad:
+            log.warning("skipping a version that cannot be believed: %s", problem)
+        return found
 
     def latest(self, asset: str, partition: str) -> dict[str, Any]:
-        versions = self.versions(asset, partition)
+        """The newest published version. A partition holding a manifest that cannot be believed has
+        no latest version one could trust: that is a :class:`ManifestError` naming it."""
+        versions, bad = self.scan(asset, partition)
+        if bad:
+            raise ManifestError(f"{asset} partition {partition}: cannot tell its latest version: " + "; ".join(bad))
         if not versions:
             raise SnapshotNotFound(f"no published version of {asset} partition {partition} in {self}")
         return versions[-1]
@@ -330,74 +389,140 @@ class SnapshotStore:
     def file_uri(self, manifest: dict[str, Any], rel: str) -> str:
         return self.uri(self.version_dir(manifest["asset"], manifest["partition"], manifest["version"]) / rel)
 
-    def verify_version(self, manifest: dict[str, Any]) -> list[str]:
-        """Every mismatch between the stored files and the manifest; empty when intact."""
-        problems = []
+    # ------------------------------------------------------------ a version proves itself
+
+    def _check_files(self, manifest: dict[str, Any], problems: list[str], strict: bool) -> pa.Schema | None:
+        """First pass over a version (store/integrity.py): hash every part, read its footer, list the
+        folder; then the version id must equal the digest of the footers' schema and the hashes.
+
+        Appends a message per problem (naming the file); ``strict`` raises :class:`IntegrityError` at
+        the first. Returns the parts' Arrow schema (None when no part could be read)."""
         folder = self.version_dir(manifest["asset"], manifest["partition"], manifest["version"])
+        where = f"{manifest['asset']}/{manifest['partition']} version {manifest['version']}"
+
+        def problem(text: str) -> None:
+            problems.append(text)
+            if strict:
+                raise IntegrityError(f"{where}: {text}; the snapshot is corrupt")
+
+        listed = {f["path"].split("/")[0] for f in manifest["files"]} | {mf.MANIFEST_NAME}
+        for name in _file_names(folder):
+            if name not in listed and not (name.startswith(_MANIFEST_TMP_PREFIX) and name.endswith(".tmp")):
+                problem(f"{self.uri(folder / name)}: not listed in the manifest")
+        schema: pa.Schema | None = None
+        hashes_ok = True
+        if not manifest["files"]:
+            problem(f"{self.uri(folder)}: the manifest lists no files (every version has at least one part)")
         for f in manifest["files"]:
             p = folder / f["path"]
             try:
                 digest, size = sha256_of(p)
             except FileNotFoundError:
-                problems.append(f"{self.uri(p)}: missing")
+                hashes_ok = False
+                problem(f"{self.uri(p)}: missing, listed in the manifest")
                 continue
             if size != f["bytes"]:
-                problems.append(f"{self.uri(p)}: {size} bytes, manifest says {f['bytes']}")
-            elif digest != f["sha256"]:
-                problems.append(f"{self.uri(p)}: sha256 {digest} does not match the manifest's {f['sha256']}")
-        return problems
+                hashes_ok = False
+                problem(f"{self.uri(p)}: {size} bytes, manifest says {f['bytes']}")
+                continue
+            if digest != f["sha256"]:
+                hashes_ok = False
+                problem(f"{self.uri(p)}: sha256 {digest} does not match the manifest's {f['sha256']}")
+                continue
+            try:
+                with p.open("rb") as fh:
+                    meta = pq.ParquetFile(fh).metadata
+                    part_schema, rows = meta.schema.to_arrow_schema(), meta.num_rows
+            except (pa.ArrowException, OSError) as exc:
+                problem(f"{self.uri(p)}: not a readable Parquet file: {exc}")
+                continue
+            if rows != f["rows"]:
+                problem(f"{self.uri(p)}: {rows} rows in its Parquet footer, manifest says {f['rows']}")
+            if schema is None:
+                schema = part_schema
+            elif not part_schema.equals(schema):
+                problem(f"{self.uri(p)}: its schema differs from the first part's")
+        if schema is not None and hashes_ok:
+            recorded = mf.schema_without_source_types(manifest["schema"])
+            if mf.schema_to_json(schema) != recorded:
+                problem(f"{self.uri(folder)}: the manifest's schema is not the Parquet files' schema")
+            expected = mf.version_id(schema, [f["sha256"] for f in manifest["files"]])
+            if expected != manifest["version"]:
+                problem(f"{self.uri(folder)}: the version id is not the digest of the schema and parts "
+                        f"(recomputed {expected})")
+        return schema
 
-    def _verified_bytes(self, manifest: dict[str, Any], f: dict[str, Any]) -> bytes:
+    def _read_parts(self, manifest: dict[str, Any], columns: list[str] | None, batch_rows: int,
+                    problems: list[str], strict: bool) -> Iterator[pa.RecordBatch]:
+        """Check a version (:meth:`_check_files`), then stream its rows (only ``columns``), re-deriving
+        its row checks on the way (store/integrity.py); contradictions are appended to ``problems``
+        once the last row was read (``strict``: raised as :class:`IntegrityError`)."""
+        self._check_files(manifest, problems, strict)
+        if problems:  # the bytes are not what the manifest describes: read nothing
+            return
+        derive = RowChecks(manifest)
+        need = derive.columns()
+        read_cols = None if columns is None else list(dict.fromkeys([*columns, *need]))
+        extra = columns is not None and len(read_cols or []) != len(columns)
         folder = self.version_dir(manifest["asset"], manifest["partition"], manifest["version"])
-        p = folder / f["path"]
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise IntegrityError(f"{self.uri(p)}: missing, listed in the manifest") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != f["sha256"] or len(data) != f["bytes"]:
+        for f in manifest["files"]:
+            with (folder / f["path"]).open("rb") as fh:
+                for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=read_cols):
+                    derive.add(batch)
+                    yield batch.select(columns) if extra else batch
+        where = f"{self.uri(folder)}"
+        found = derive.contradictions(where)
+        if derive.rows != manifest["row_count"]:
+            found.insert(0, f"{where}: {derive.rows} rows read, manifest says {manifest['row_count']}")
+        problems.extend(found)
+        if found and strict:
             raise IntegrityError(
-                f"{self.uri(p)}: content does not match the manifest "
-                f"(sha256 {digest}, expected {f['sha256']}); the snapshot is corrupt"
+                f"{manifest['asset']}/{manifest['partition']} version {manifest['version']}: "
+                + "; ".join(found) + "; the version cannot be trusted"
             )
-        return data
+
+    def verify_version(self, manifest: dict[str, Any]) -> list[str]:
+        """Every way the stored version disagrees with its manifest; empty when it proves itself.
+
+        Re-hashes every file, recomputes the version id, compares the Parquet row counts, looks for
+        unlisted files, and re-derives the row checks from the key and not-null columns (streaming).
+        The folder identity is checked when the manifest is read (:meth:`read_manifest`)."""
+        problems: list[str] = []
+        derive_cols = RowChecks(manifest).columns()
+        for _ in self._read_parts(manifest, derive_cols, 65_536, problems, strict=False):
+            pass
+        return problems
 
     def iter_batches(
         self, manifest: dict[str, Any], columns: list[str] | None = None, batch_rows: int = 65_536
     ) -> Iterator[pa.RecordBatch]:
-        """Stream a version's rows; each part is hash-verified before any of its rows is returned.
+        """Stream a version's rows, verified: before the first row, every part is hashed and the
+        version id, row counts and folder are checked; the row checks are re-derived on the way and
+        a contradiction raises :class:`IntegrityError` after the last row (store/integrity.py).
 
-        Memory stays at about one batch: a part is hashed in a streaming pass, then read row group
+        Memory stays at about one batch: parts are hashed in a streaming pass, then read row group
         by row group (published files are write-once, so the second pass reads the verified bytes).
         """
-        folder = self.version_dir(manifest["asset"], manifest["partition"], manifest["version"])
-        for f in manifest["files"]:
-            p = folder / f["path"]
-            try:
-                digest, size = sha256_of(p)
-            except FileNotFoundError:
-                raise IntegrityError(f"{self.uri(p)}: missing, listed in the manifest") from None
-            if digest != f["sha256"] or size != f["bytes"]:
-                raise IntegrityError(
-                    f"{self.uri(p)}: content does not match the manifest "
-                    f"(sha256 {digest}, expected {f['sha256']}); the snapshot is corrupt"
-                )
-            with p.open("rb") as fh:
-                yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=columns)
+        yield from self._read_parts(manifest, columns, batch_rows, [], strict=True)
 
     def read_table(
         self, asset: str, partition: str, version: str | None = None, columns: list[str] | None = None
     ) -> pa.Table:
-        """One version as an Arrow table, hash-verified (the latest version when none is given)."""
+        """One version as an Arrow table, verified like :meth:`iter_batches` (the latest version when
+        none is given)."""
         manifest = self.read_manifest(asset, partition, version)
-        tables = []
-        for f in manifest["files"]:
-            data = self._verified_bytes(manifest, f)
-            # ParquetFile, not pq.read_table: the dataset reader's I/O threads can outlive a
-            # BytesIO at interpreter exit and abort the process
-            tables.append(pq.ParquetFile(io.BytesIO(data)).read(columns=columns))
-        schema = tables[0].schema if tables else None
-        return pa.concat_tables(tables) if len(tables) > 1 else (tables[0] if tables else pa.table({}, schema=schema))
+        batches = list(self.iter_batches(manifest, columns=columns))
+        if batches:
+            return pa.Table.from_batches(batches)
+        schema = pa.schema([])
+        folder = self.version_dir(manifest["asset"], manifest["partition"], manifest["version"])
+        # ParquetFile, not pq.read_table: the dataset reader's I/O threads can outlive the file at
+        # interpreter exit and abort the process
+        with (folder / manifest["files"][0]["path"]).open("rb") as fh:
+            schema = pq.ParquetFile(fh).schema_arrow
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        return schema.empty_table()
 
 
 def _fs_path(p: UPath) -> str:
@@ -421,6 +546,23 @@ def _listdir(p: UPath) -> list[UPath]:
         return []
     names = {posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory"}
     return [p / name for name in sorted(names) if name]
+
+
+def _file_names(p: UPath) -> list[str]:
+    """Names of every entry (files and folders) directly in ``p``."""
+    if _is_local(p):
+        try:
+            return sorted(c.name for c in p.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    fs, path = p.fs, _fs_path(p)
+    fs.invalidate_cache(path)
+    try:
+        entries = fs.ls(path, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    names = {posixpath.basename(str(e).rstrip("/")) for e in entries}
+    return sorted(n for n in names if n)
 
 
 def _fsync_dir(p: Path) -> None:
