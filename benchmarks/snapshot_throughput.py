@@ -254,7 +254,8 @@ def child_ours(url: str, out: Path) -> dict[str, Any]:
 
     catalog = parse_catalog(
         {
-            "sources": {"bench": {"kind": "postgres", "url": url}},
+            # the benchmark reads its own throwaway database as the admin that created it
+            "sources": {"bench": {"kind": "postgres", "url": url, "allow_privileged_role": True}},
             "snapshots": {
                 SNAPSHOT: {
                     "source": "bench",

@@ -13,11 +13,11 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
-from urllib.parse import urlsplit
-
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from snapshot_platform.db_urls import literal_password
+from snapshot_platform.db_urls import problem as url_problem
 from snapshot_platform.sql_params import WINDOW_PARAMS, find_placeholders
 
 CATALOG_ENV = "SNAPSHOT_PLATFORM_CATALOG"
@@ -99,10 +99,8 @@ def resolve(value: SecretOrLiteral, refresh: bool = False) -> str:
 
 
 def _url_has_password(url: str) -> bool:
-    try:
-        return bool(urlsplit(url).password)
-    except ValueError:
-        return False
+    """A password in the userinfo, a ``?password=`` parameter, or a libpq ``password=`` keyword."""
+    return literal_password(url)
 
 
 # ---------------------------------------------------------------- sources
@@ -110,6 +108,11 @@ def _url_has_password(url: str) -> bool:
 
 class _SourceBase(_Strict):
     description: str = ""
+    allow_privileged_role: bool = Field(
+        default=False,
+        description="read even as a superuser or a role that can write (warned on every read); "
+        "ignored where the engine's privileges cannot be read (sqlite, bigquery)",
+    )
     statement_timeout_s: float = Field(default=600, gt=0, le=86_400)
     connect_timeout_s: float = Field(default=10, gt=0, le=600)
     max_concurrent_queries: int = Field(default=2, ge=1, le=64)
@@ -125,9 +128,14 @@ def _no_literal_password_in_url(v: SecretOrLiteral | None) -> SecretOrLiteral | 
     literal = v.default if isinstance(v, EnvRef) else v
     if isinstance(literal, str) and literal and _url_has_password(literal):
         raise ValueError(
-            "contains a literal password; put the URL in an environment variable and write "
-            "url: {env: NAME} (or the password alone in password: {aws_secret: NAME, key: password})"
+            "contains a literal password (in the URL's user part, a password= parameter or a keyword "
+            "string); put the URL in an environment variable and write url: {env: NAME} (or the "
+            "password alone in password: {aws_secret: NAME, key: password})"
         )
+    if isinstance(literal, str) and literal:
+        found = url_problem(literal)
+        if found:
+            raise ValueError(found)
     return v
 
 
@@ -228,6 +236,10 @@ class BigQuerySourceSpec(_SourceBase):
         return self
 
 
+# Snowflake's system-defined roles that own or may grant everything: never a snapshot's role by default
+SNOWFLAKE_ADMIN_ROLES = frozenset({"ACCOUNTADMIN", "SECURITYADMIN", "SYSADMIN", "ORGADMIN", "USERADMIN"})
+
+
 class SnowflakeSourceSpec(_SourceBase):
     """Snowflake: password or key-pair authentication."""
 
@@ -247,6 +259,15 @@ class SnowflakeSourceSpec(_SourceBase):
     host: str | None = Field(default=None, description="PrivateLink host or an emulator")
     port: int | None = Field(default=None, ge=1, le=65535)
     protocol: Literal["https", "http"] = "https"
+
+    @model_validator(mode="after")
+    def _not_an_admin_role(self) -> "SnowflakeSourceSpec":
+        if self.role and self.role.strip('"').upper() in SNOWFLAKE_ADMIN_ROLES and not self.allow_privileged_role:
+            raise ValueError(
+                f"role {self.role} is a Snowflake administrative role (it can write and grant); use a role "
+                "that can only SELECT, or set allow_privileged_role: true (warned on every read)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> "SnowflakeSourceSpec":
@@ -604,7 +625,86 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     except OSError as exc:
         raise CatalogError([f"{p}: (file): cannot read the catalog: {exc.strerror}"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, str(p))
     except yaml.YAMLError as exc:
         raise CatalogError([f"{p}: (document): not valid YAML: {exc}"]) from None
+    except RecursionError:
+        raise CatalogError([f"{p}: (document): nested too deeply to be a catalog"]) from None
     return parse_catalog(data, str(p))
+
+
+# libyaml's parser when PyYAML has it (several times faster on big catalogs), else the Python one
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# aliases (*name) may add at most this many nodes, or ten times the nodes written, whichever is more:
+# a few anchors shared by many entries pass, a "billion laughs" alias bomb does not
+ALIAS_EXPANSION_NODES = 10_000
+ALIAS_EXPANSION_FACTOR = 10
+
+
+def load_yaml(text: str, path: str = "<memory>") -> Any:
+    """``yaml.safe_load(text)``, refusing a document whose aliases expand beyond the bound.
+
+    The document is composed first (an alias is one shared node there, so composing a bomb is cheap),
+    its expanded size computed, and only then turned into Python objects.
+    """
+    loader = _YamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if "*" in text:  # only an alias can expand a document
+            _check_alias_expansion(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_alias_expansion(root: yaml.Node, path: str) -> None:
+    size: dict[int, int] = {}  # node -> nodes it expands to (itself and everything under it)
+    refs: dict[int, int] = {}  # node -> how many places refer to it (more than one: an alias)
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            size[key] = 1 + sum(size[id(c)] for c in _children(node))
+            state[key] = 2
+            continue
+        if key in state:
+            continue
+        state[key] = 1
+        stack.append((node, True))
+        for child in _children(node):
+            refs[id(child)] = refs.get(id(child), 0) + 1
+            if state.get(id(child)) == 1:
+                raise CatalogError([f"{path}: (document): an alias refers to a node that contains it (recursive YAML)"])
+            if id(child) not in state:
+                stack.append((child, False))
+    written, expanded = len(state), size[id(root)]
+    limit = written + max(ALIAS_EXPANSION_NODES, ALIAS_EXPANSION_FACTOR * written)
+    if expanded <= limit:
+        return
+    # name where it happens: follow the biggest expansion down to the first aliased node
+    keys: list[str] = []
+    node = root
+    while refs.get(id(node), 0) <= 1 and _children(node):
+        if isinstance(node, yaml.MappingNode):
+            k, node = max(node.value, key=lambda kv: size[id(kv[1])])
+            keys.append(str(k.value) if isinstance(k, yaml.ScalarNode) else "?")
+        else:
+            i, node = max(enumerate(node.value), key=lambda iv: size[id(iv[1])])
+            keys.append(str(i))
+    entry, field = _field_path(tuple(keys))
+    raise CatalogError([
+        f"{path}: {entry}: field '{field}': YAML aliases expand the catalog to {expanded:,} nodes from "
+        f"{written:,} written (at most {limit:,}); write the values out instead of nesting aliases"
+    ])

@@ -284,3 +284,57 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQ
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+# ---------------------------------------------------------------- least-privilege roles for catalogs
+# A catalog refuses a superuser or a user with write privileges (allow_privileged_role: true lets one
+# through, with a warning on every read). Tests create their tables as the servers' admin users and
+# point their catalogs at a SELECT-only role, as users do: ``reader_url(pg_database)``,
+# ``mysql_reader_url(mysql_database)``. The roles are created once per server (idempotently, so
+# parallel test sessions can share them) and have no password (local trust / no-password test servers).
+
+READER = "snapshot_reader"
+_readers_made: set[str] = set()
+
+
+def _ensure_pg_reader() -> None:
+    import psycopg
+
+    if "pg" in _readers_made:
+        return
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(
+            "DO $$ BEGIN"
+            f" CREATE ROLE {READER} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE pg_read_all_data;"
+            " EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        )
+    _readers_made.add("pg")
+
+
+def _ensure_mysql_reader() -> None:
+    import pymysql
+
+    if "mysql" in _readers_made:
+        return
+    with pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password="", autocommit=True) as conn:
+        cur = conn.cursor()
+        cur.execute(f"CREATE USER IF NOT EXISTS '{READER}'@'%'")
+        cur.execute(f"GRANT SELECT ON *.* TO '{READER}'@'%'")
+    _readers_made.add("mysql")
+
+
+def reader_url(url: str, password: str | None = None) -> str:
+    """``url`` (a test database's admin URL) for the SELECT-only role ``snapshot_reader``
+    (PostgreSQL: a member of pg_read_all_data). ``password`` is put in (trust auth ignores it)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme.startswith("mysql"):
+        _ensure_mysql_reader()
+    else:
+        _ensure_pg_reader()
+    auth = READER if password is None else f"{READER}:{password}"
+    return urlunsplit(parts._replace(netloc=f"{auth}@{parts.hostname}:{parts.port}"))
+
+
+mysql_reader_url = reader_url

@@ -20,13 +20,14 @@ from snapshot_platform.definitions import build_assets, build_definitions, build
 from snapshot_platform.gate import UntrainableSnapshot, assert_trainable
 from snapshot_platform.partitions import partitions_def
 from snapshot_platform.store import SnapshotStore, schema_to_json
+from snapshot_platform_tests.conftest import reader_url
 
 DAYS = ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"]
 
 
 def _catalog(url: str, **checks) -> dict:
     return {
-        "sources": {"pg": {"kind": "postgres", "url": url, "statement_timeout_s": 30}},
+        "sources": {"pg": {"kind": "postgres", "url": reader_url(url), "statement_timeout_s": 30}},
         "snapshots": {
             "orders": {
                 "source": "pg",

@@ -37,6 +37,7 @@ from dagster import (
 )
 
 import snapshot_platform.definitions as definitions_module
+from snapshot_platform_tests.conftest import reader_url
 from snapshot_platform.catalog import DEMO_CATALOG, Catalog, load_catalog
 from snapshot_platform.definitions import build_assets, build_resources
 from snapshot_platform.partitions import partitions_def
@@ -76,7 +77,7 @@ def orders_db(pg_database: str) -> str:
 def catalog_path(orders_db: str, write_catalog: Callable[..., Path]) -> Path:
     return write_catalog(
         {
-            "sources": {"shop": {"kind": "postgres", "url": orders_db, "statement_timeout_s": 60}},
+            "sources": {"shop": {"kind": "postgres", "url": reader_url(orders_db), "statement_timeout_s": 60}},
             "snapshots": {
                 NAME: {
                     "source": "shop",
@@ -219,7 +220,7 @@ def test_no_secret_reaches_dagster_metadata_or_logs(
     """A password in the source URL (trust auth ignores it) appears in no metadata, event or error text,
     on a successful run and on a failed connection."""
     secret = "Sup3r-s3cret-pw"
-    monkeypatch.setenv("SP_TEST_SHOP_URL", orders_db.replace("postgres@", f"postgres:{secret}@"))
+    monkeypatch.setenv("SP_TEST_SHOP_URL", reader_url(orders_db, password=secret))
     monkeypatch.setenv("SP_TEST_DOWN_URL", f"postgresql://postgres:{secret}@127.0.0.1:1/nowhere")
     doc = {
         "sources": {

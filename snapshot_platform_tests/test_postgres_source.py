@@ -22,6 +22,7 @@ from snapshot_platform.catalog import Catalog, parse_catalog
 from snapshot_platform.snapshotter import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
+from snapshot_platform_tests.conftest import reader_url
 
 pytestmark = pytest.mark.postgres
 
@@ -32,7 +33,9 @@ DAY = "2024-03-10"
 def make_catalog(url: Any, query: str, key: list[str], name: str = "snap", **source: Any) -> Catalog:
     return parse_catalog(
         {
-            "sources": {"pg": {"kind": "postgres", "url": url, **source}},
+            # a SELECT-only role, unless the test reads as the superuser on purpose (allow_privileged_role)
+            "sources": {"pg": {"kind": "postgres", **source,
+                               "url": reader_url(url) if isinstance(url, str) and not source.get("allow_privileged_role") else url}},
             "snapshots": {
                 name: {
                     "source": "pg",
@@ -359,7 +362,7 @@ def test_manifest_records_source_without_secrets_and_the_snapshot_state(
 ) -> None:
     # trust auth ignores the password, so a URL with one still connects: it must appear nowhere
     secret = "s3cr3t-Passw0rd"
-    monkeypatch.setenv("SP_TEST_PG_URL", pg_database.replace("postgres@", f"postgres:{secret}@"))
+    monkeypatch.setenv("SP_TEST_PG_URL", reader_url(pg_database, password=secret))
     sql(
         pg_database,
         "CREATE TABLE t (id int PRIMARY KEY, day date)",
@@ -416,7 +419,8 @@ def test_a_write_hidden_in_a_function_is_refused_by_the_read_only_transaction(
     pg_database: str, store: SnapshotStore
 ) -> None:
     """The wrapped CTE above fails for a syntactic reason too; a volatile function's DELETE and a
-    nextval() reach the server's read-only guard itself (SQLSTATE 25006)."""
+    nextval() reach the server's read-only guard itself (SQLSTATE 25006), here as the superuser
+    (allow_privileged_role), which has every privilege the guard must stand in for."""
     sql(
         pg_database,
         "CREATE TABLE t (id int PRIMARY KEY, day date)",
@@ -430,7 +434,7 @@ def test_a_write_hidden_in_a_function_is_refused_by_the_read_only_transaction(
         "SELECT id, set_config('transaction_read_only', 'off', true) AS x FROM t "
         "WHERE day >= :partition_start AND day < :partition_end",
     ):
-        catalog = make_catalog(pg_database, query, ["id"])
+        catalog = make_catalog(pg_database, query, ["id"], allow_privileged_role=True)
         with pytest.raises(SourceError) as info:
             take_snapshot(catalog, "snap", DAY, store)
         assert info.value.code in {"25006", "25001"}, str(info.value)

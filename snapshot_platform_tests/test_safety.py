@@ -31,6 +31,7 @@ from snapshot_platform.snapshotter import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.cli_runs import BIN, dagster_materialize, files_containing, step_failures
+from snapshot_platform_tests.conftest import reader_url
 
 DAY = "2024-03-10"
 WINDOW = "WHERE d >= :partition_start AND d < :partition_end"
@@ -158,11 +159,11 @@ def maria_count(mysql_server: dict[str, Any], db: str) -> int:
 def test_mariadb_writes_through_the_tool_fail(maria_reader: dict[str, str], mysql_server: dict[str, Any],
                                               store: SnapshotStore, monkeypatch: pytest.MonkeyPatch,
                                               query: str, as_root: bool) -> None:
-    """Even as root the read-only transaction refuses the write (error 1792); as the reader, the
-    missing privilege does too."""
+    """Even as root (let through by allow_privileged_role) the read-only transaction refuses the write
+    (error 1792); as the reader, the missing privilege does too."""
     url = f"mysql://root@127.0.0.1:3306/{maria_reader['db']}" if as_root else maria_reader["url"]
     monkeypatch.setenv("SP_TEST_MARIA_URL", url)
-    catalog = catalog_for("mysql", query, url={"env": "SP_TEST_MARIA_URL"})
+    catalog = catalog_for("mysql", query, url={"env": "SP_TEST_MARIA_URL"}, allow_privileged_role=as_root)
     with pytest.raises(SourceError) as info:
         take_snapshot(catalog, "snap", DAY, store, sleep=no_retry)
     if as_root:
@@ -386,7 +387,7 @@ def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: in
         conn.execute("CREATE TABLE t (id int PRIMARY KEY, d date)")
         conn.execute("INSERT INTO t VALUES (1, '2024-03-10'), (2, '2024-03-11')")
     catalog = write_catalog({
-        "sources": {"replica": {"kind": "postgres", "url": pg_database, "max_concurrent_queries": limit}},
+        "sources": {"replica": {"kind": "postgres", "url": reader_url(pg_database), "max_concurrent_queries": limit}},
         "snapshots": {"slow": {
             "source": "replica", "key": ["id"], "partitions": {"cadence": "daily", "start": "2024-01-01"},
             "query": f"SELECT id, clock_timestamp() AS began, pg_advisory_xact_lock_shared({GATE_LOCK})::text AS gate,"

@@ -21,6 +21,7 @@ from snapshot_platform.snapshotter import take_snapshot
 from snapshot_platform.sources import Window, make_source
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.cli_runs import dagster_materialize, published_manifests
+from snapshot_platform_tests.conftest import mysql_reader_url
 
 UTC = dt.timezone.utc
 DAY = "2024-03-10"
@@ -28,7 +29,7 @@ DAY = "2024-03-10"
 
 def make_catalog(url: Any, query: str, key: list[str], name: str = "snap", **source: Any) -> Catalog:
     return parse_catalog({
-        "sources": {"maria": {"kind": "mysql", "url": url, **source}},
+        "sources": {"maria": {"kind": "mysql", "url": mysql_reader_url(url) if isinstance(url, str) else url, **source}},
         "snapshots": {name: {"source": "maria", "query": query,
                              "partitions": {"cadence": "daily", "start": "2024-01-01"}, "key": key}},
     })
@@ -181,7 +182,7 @@ def test_dagster_asset_materialize_cli(mysql_database: str, platform_env: Any, w
             "partitions": {"cadence": "daily", "start": "2024-01-01"},
         }},
     })
-    proc = dagster_materialize(catalog, platform_env, ["customers"], DAY, SP_TEST_MYSQL_URL=mysql_database)
+    proc = dagster_materialize(catalog, platform_env, ["customers"], DAY, SP_TEST_MYSQL_URL=mysql_reader_url(mysql_database))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (m,) = published_manifests(platform_env.storage, "customers", DAY)
     assert m["source"]["kind"] == "mysql" and m["source"]["name"] == "shop"

@@ -27,6 +27,7 @@ from snapshot_platform.sources import Window, make_source
 from snapshot_platform.sources import redshift as rs
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.cli_runs import dagster_materialize, published_manifests
+from snapshot_platform_tests.conftest import reader_url
 
 UTC = dt.timezone.utc
 DAY = "2024-03-10"
@@ -34,6 +35,8 @@ WINDOW = Window(dt.datetime(2024, 3, 10, tzinfo=UTC), dt.datetime(2024, 3, 11, t
 
 
 def make_catalog(source: dict[str, Any], query: str, key: list[str] | None = None) -> Catalog:
+    if isinstance(source.get("url"), str):
+        source = {**source, "url": reader_url(source["url"])}
     return parse_catalog({
         "sources": {"rs": {"kind": "redshift", "sslmode": "disable", **source}},
         "snapshots": {"snap": {"source": "rs", "query": query, "key": key or ["id"],

@@ -134,6 +134,11 @@ def build_snapshot_asset(
                 context.log.info(f"pool {source_pool(spec.source)}: limit set to {max_queries} (max_concurrent_queries)")
         except Exception as exc:  # never fail a snapshot over this; the pool keeps its current limit
             context.log.warning(f"pool {source_pool(spec.source)}: could not set its limit: {type(exc).__name__}")
+        if getattr(catalog.sources[spec.source], "allow_privileged_role", False):
+            context.log.warning(
+                f"source {spec.source}: allow_privileged_role is true, so it may read as a superuser or a role "
+                "that can write; the read-only session is then the only guard (the source's state records it)"
+            )
         tw = context.partition_time_window
         outcome = take_snapshot(
             catalog,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeVar
@@ -133,3 +134,43 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def read(self, query: str, window: Window, key: list[str]) -> contextlib.AbstractContextManager[SourceRead]:
         """Open a read-only, consistent read of ``query`` over ``window`` ordered by ``key``."""
+
+
+# ---------------------------------------------------------------- privileged roles
+
+_privilege_log = logging.getLogger("snapshot_platform.sources")
+
+
+def refuse_privileged_role(source: Source, privileges: list[str]) -> str | None:
+    """Refuse a read as a role holding ``privileges`` (those that let it write or act on the server
+    despite the read-only session) unless the source says ``allow_privileged_role: true``; then warn.
+
+    Returns what is recorded in ``source_state.privileged_role`` (None for an ordinary role).
+    """
+    if not privileges:
+        return None
+    what = ", ".join(privileges)
+    if not getattr(source.spec, "allow_privileged_role", False):
+        raise SourceError(
+            f"source {source.name} (session setup): refusing to snapshot as a privileged role ({what}): "
+            "the read-only session does not stop such a role from writing or acting on the server; "
+            "connect as a role that can only SELECT (docs/sources.md), or set allow_privileged_role: true "
+            "on the source",
+            code="privileged_role",
+        )
+    _privilege_log.warning(
+        "source %s: reading as a privileged role (%s) because allow_privileged_role is true; "
+        "the read-only session is then the only guard: use a role that can only SELECT", source.name, what,
+    )
+    return what
+
+
+def source_url(source: Source, value: Any, resolved: str) -> Any:
+    """``urlsplit`` of a resolved URL, or a :class:`SourceError` that quotes nothing of it."""
+    from snapshot_platform.db_urls import UrlError, split_url
+
+    try:
+        return split_url(resolved)
+    except UrlError as exc:
+        where = value.describe() if hasattr(value, "describe") else "the catalog"
+        raise SourceError(f"source {source.name}: field 'url' (from {where}) {exc}") from None

@@ -27,11 +27,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from typing import Any, Callable, Iterator
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import pyarrow as pa
 
 from snapshot_platform.catalog import MySQLSourceSpec, SecretMissingError, resolve
+from snapshot_platform.db_urls import secret_fragments
 from snapshot_platform.secrets import aws_refs
 from snapshot_platform.sources.base import (
     Source,
@@ -40,9 +41,18 @@ from snapshot_platform.sources.base import (
     Window,
     ordered,
     redact,
+    refuse_privileged_role,
+    source_url,
     with_secret_refresh,
 )
 from snapshot_platform.sql_params import rewrite
+
+# privileges that only read (or watch the server): anything else on the schema, its tables or globally
+# (INSERT, UPDATE, CREATE, FILE, SUPER, CONNECTION ADMIN, ...) makes the user privileged
+_READ_PRIVILEGES = frozenset({
+    "SELECT", "SHOW VIEW", "USAGE", "SHOW DATABASES", "PROCESS", "REPLICATION CLIENT", "BINLOG MONITOR",
+    "SLAVE MONITOR", "REPLICA MONITOR", "EXECUTE", "CREATE TEMPORARY TABLES", "SHOW CREATE ROUTINE",
+})
 
 # error codes after which a fresh attempt from the partition's start may succeed
 TRANSIENT_CODES = {
@@ -150,7 +160,7 @@ class MySQLSource(Source):
 
     def _parts(self, refresh: bool = False) -> dict[str, Any]:
         url = resolve(self.spec.url, refresh=refresh)
-        parts = urlsplit(url)
+        parts = source_url(self, self.spec.url, url)  # refuses an ambiguous URL, quoting nothing of it
         if parts.scheme not in {"mysql", "mariadb", "mysql+pymysql"}:
             raise SourceError(f"source {self.name}: url must start with mysql:// (got {parts.scheme or 'nothing'}://)")
         password = unquote(parts.password) if parts.password else None
@@ -166,16 +176,44 @@ class MySQLSource(Source):
             "url": url,
         }
 
+    def _privileged_role(self, cur: Any) -> str | None:
+        """Refuse a user (or its enabled roles) holding any privilege beyond reading, globally or on
+        the URL's schema or its tables (unless allow_privileged_role); what source_state records."""
+        cur.execute("SELECT CURRENT_USER()")
+        name, _, host = str(cur.fetchall()[0][0]).rpartition("@")
+        grantees = [f"'{name}'@'{host}'"]
+        with contextlib.suppress(Exception):  # roles: MariaDB 10.0.5+, MySQL 8
+            cur.execute("SELECT ROLE_NAME FROM information_schema.ENABLED_ROLES")
+            roles = [str(r[0]) for r in cur.fetchall() if r[0]]
+            grantees += [f"'{r}'" for r in roles] + [f"'{r}'@'%'" for r in roles]
+        database = self._parts()["database"]
+        marks = ", ".join(["%s"] * len(grantees))
+        cur.execute(
+            f"SELECT 'global', PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE IN ({marks})"
+            f" UNION ALL SELECT TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES"
+            f"  WHERE GRANTEE IN ({marks}) AND (%s IS NULL OR %s LIKE TABLE_SCHEMA)"
+            f" UNION ALL SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME), PRIVILEGE_TYPE"
+            f"  FROM information_schema.TABLE_PRIVILEGES WHERE GRANTEE IN ({marks}) AND (%s IS NULL OR TABLE_SCHEMA = %s)",
+            (*grantees, *grantees, database, database, *grantees, database, database),
+        )
+        found: dict[str, None] = {}
+        for scope, privilege in cur.fetchall():
+            if str(privilege).upper() not in _READ_PRIVILEGES:
+                found[f"{privilege} on {'*.*' if scope == 'global' else scope}"] = None
+        return refuse_privileged_role(self, list(found)[:8] + (["..."] if len(found) > 8 else []))
+
     def describe(self) -> dict[str, Any]:
         p = self._parts()
         return {"kind": "mysql", "host": p["host"], "port": p["port"], "database": p["database"]}
 
     def _secrets(self) -> list[str]:
-        try:
+        found: list[str] = []
+        with contextlib.suppress(Exception):
+            found += secret_fragments(resolve(self.spec.url))
+        with contextlib.suppress(Exception):
             p = self._parts()
-        except Exception:
-            return []
-        return [p["url"], p["password"]]
+            found += [p["url"], p["password"]]
+        return found
 
     def _error(self, exc: BaseException, stage: str) -> SourceError:
         args = getattr(exc, "args", ())
@@ -244,6 +282,7 @@ class MySQLSource(Source):
             cur.execute("SELECT VERSION()")
             version = str(cur.fetchall()[0][0])
             mariadb = "mariadb" in version.lower()
+            privileged = self._privileged_role(cur)
             cur.execute("SET SESSION time_zone = '+00:00'")
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute("SET SESSION TRANSACTION READ ONLY")
@@ -256,6 +295,8 @@ class MySQLSource(Source):
             cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             stage = "snapshot marker"
             state = self._state(cur, version, mariadb)
+            if privileged:
+                state["privileged_role"] = privileged
 
             stage = "query"
             # PyMySQL formats with %: a literal % in the query must be doubled first

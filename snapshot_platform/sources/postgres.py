@@ -24,12 +24,13 @@ from __future__ import annotations
 import contextlib
 import re
 from typing import Any, Callable, Iterator
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_platform.catalog import PostgresSourceSpec, SecretMissingError, resolve
+from snapshot_platform.db_urls import secret_fragments
 from snapshot_platform.secrets import aws_refs
 from snapshot_platform.sources.base import (
     Source,
@@ -38,6 +39,8 @@ from snapshot_platform.sources.base import (
     Window,
     ordered,
     redact,
+    refuse_privileged_role,
+    source_url,
     with_secret_refresh,
 )
 from snapshot_platform.sql_params import quote_identifier, rewrite
@@ -159,9 +162,9 @@ class PostgresSource(Source):
     def _url(self, refresh: bool = False) -> str:
         """The URL, with ``password:`` (a secret reference) put in when the spec gives one."""
         url = resolve(self.spec.url, refresh=refresh)
+        parts = source_url(self, self.spec.url, url)  # refuses an ambiguous URL, quoting nothing of it
         if self.spec.password is None:
             return url
-        parts = urlsplit(url)
         user = parts.username or ""
         host = parts.hostname or ""
         if ":" in host:
@@ -181,12 +184,26 @@ class PostgresSource(Source):
         }
 
     def _secrets(self) -> list[str]:
-        try:
-            url = self._url()
-        except Exception:
-            return []
-        parts = urlsplit(url)
-        return [url, parts.password or "", unquote(parts.password or "")]
+        found: list[str] = []
+        with contextlib.suppress(Exception):
+            found += secret_fragments(resolve(self.spec.url))
+        with contextlib.suppress(Exception):
+            found += secret_fragments(self._url())
+        return found
+
+    def _privileged_role(self, cur: Any) -> str | None:
+        """Refuse a superuser, or a member of a role that writes or acts on the server whatever the
+        session's read-only mode (unless allow_privileged_role); what source_state records."""
+        cur.execute(
+            "SELECT r.rolsuper, (SELECT string_agg(b.rolname, ',' ORDER BY b.rolname) FROM pg_roles b"
+            "  WHERE b.rolname IN ('pg_write_all_data', 'pg_signal_backend', 'pg_write_server_files',"
+            "  'pg_execute_server_program') AND pg_has_role(session_user, b.oid, 'MEMBER'))"
+            " FROM pg_roles r WHERE r.rolname = session_user"
+        )
+        row = cur.fetchone()
+        superuser, member_of = (row or (False, None))
+        found = ["superuser"] if superuser else [f"member of {r}" for r in (member_of or "").split(",") if r]
+        return refuse_privileged_role(self, found)
 
     def _connect_url(self, refresh: bool = False) -> str:
         parts = urlsplit(self._url(refresh))
@@ -229,6 +246,7 @@ class PostgresSource(Source):
         cur = conn.cursor()
         stage = "session setup"
         try:
+            privileged = self._privileged_role(cur)
             timeout_ms = str(int(self.spec.statement_timeout_s * 1000))
             cur.execute(
                 "SELECT set_config('statement_timeout', $1, false),"
@@ -272,6 +290,8 @@ class PostgresSource(Source):
             }
             if in_recovery:
                 state["replica_lag_s"] = lag
+            if privileged:
+                state["privileged_role"] = privileged
             stage = "query"
             bound, _ = rewrite(
                 query.rstrip().rstrip(";"),

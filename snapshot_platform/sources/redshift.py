@@ -26,11 +26,12 @@ import datetime as dt
 import json
 import threading
 from typing import Any, Callable, Iterator
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import pyarrow as pa
 
 from snapshot_platform.catalog import RedshiftSourceSpec, SecretMissingError, resolve
+from snapshot_platform.db_urls import secret_fragments
 from snapshot_platform.secrets import aws_refs
 from snapshot_platform.sources.base import (
     Source,
@@ -39,6 +40,8 @@ from snapshot_platform.sources.base import (
     Window,
     ordered,
     redact,
+    refuse_privileged_role,
+    source_url,
     with_secret_refresh,
 )
 from snapshot_platform.sources.postgres import TRANSIENT_CLASSES, TRANSIENT_SQLSTATES
@@ -160,7 +163,7 @@ class RedshiftSource(Source):
             }
         assert self.spec.url is not None
         url = resolve(self.spec.url, refresh=refresh)
-        parts = urlsplit(url)
+        parts = source_url(self, self.spec.url, url)  # refuses an ambiguous URL, quoting nothing of it
         password = unquote(parts.password) if parts.password else None
         if self.spec.password is not None:
             password = resolve(self.spec.password, refresh=refresh)
@@ -186,7 +189,7 @@ class RedshiftSource(Source):
                 "db_user": self.spec.iam.db_user,
             }
         assert self.spec.url is not None
-        parts = urlsplit(resolve(self.spec.url))
+        parts = source_url(self, self.spec.url, resolve(self.spec.url))
         return {
             "kind": "redshift",
             "host": parts.hostname,
@@ -199,14 +202,19 @@ class RedshiftSource(Source):
         found: list[str] = []
         with contextlib.suppress(Exception):
             if self.spec.url is not None:
-                url = resolve(self.spec.url)
-                found += [url, unquote(urlsplit(url).password or "")]
+                found += secret_fragments(resolve(self.spec.url))
             if self.spec.password is not None:
                 found.append(resolve(self.spec.password))
             if self.spec.iam is not None:
                 with _iam_lock:
                     found += [c["password"] for c in _iam_cache.values()]
         return found
+
+    def _privileged_role(self, conn: Any) -> str | None:
+        """Refuse a superuser (``pg_user.usesuper``, which Redshift and PostgreSQL both keep) unless
+        allow_privileged_role; what source_state records. (Redshift's RBAC roles are not read.)"""
+        row = conn.execute("SELECT usesuper FROM pg_user WHERE usename = session_user").fetchone()
+        return refuse_privileged_role(self, ["superuser"] if row and row[0] else [])
 
     def _error(self, exc: BaseException, stage: str) -> SourceError:
         if isinstance(exc, SourceError):
@@ -261,6 +269,7 @@ class RedshiftSource(Source):
         stage = "session setup"
         try:
             _text_for_everything_else(conn)
+            privileged = self._privileged_role(conn)
             timeout_ms = int(self.spec.statement_timeout_s * 1000)
             conn.execute(pgsql.SQL("SET statement_timeout TO {}").format(pgsql.Literal(timeout_ms)))
             conn.execute("SET TimeZone TO 'UTC'")
@@ -281,6 +290,8 @@ class RedshiftSource(Source):
                 "transaction_start": started.astimezone(dt.timezone.utc).isoformat()
                 if isinstance(started, dt.datetime) else str(started),
             }
+            if privileged:
+                state["privileged_role"] = privileged
             stage = "query"
             text, _ = rewrite(ordered(query, key).replace("%", "%%"), lambda n, _i: f"%({n})s::timestamptz")
             cur = conn.cursor(name="snapshot_platform_read")

@@ -37,6 +37,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from snapshot_platform.catalog import SNAPSHOT_TIME_PARAM, SecretMissingError, SnowflakeSourceSpec, resolve
+from snapshot_platform.catalog import SNOWFLAKE_ADMIN_ROLES
 from snapshot_platform.secrets import aws_refs
 from snapshot_platform.sources.base import (
     Source,
@@ -45,6 +46,7 @@ from snapshot_platform.sources.base import (
     Window,
     ordered,
     redact,
+    refuse_privileged_role,
     with_secret_refresh,
 )
 from snapshot_platform.sources.exact import conform_exact
@@ -202,6 +204,22 @@ class SnowflakeSource(Source):
             kwargs["authenticator"] = "SNOWFLAKE_JWT"
         return snowflake.connector.connect(**kwargs)
 
+    def _privileged_role(self, cur: Any) -> str | None:
+        """Refuse a session whose primary or secondary roles include a system administrative role
+        (ACCOUNTADMIN, SECURITYADMIN, SYSADMIN, ORGADMIN, USERADMIN) unless allow_privileged_role.
+
+        Snowflake has no read-only session, so the role is the only boundary. Grants of custom roles
+        are not read (SHOW GRANTS needs more privileges than a reader should have)."""
+        import json
+
+        cur.execute("SELECT CURRENT_ROLE()")
+        roles = [str((cur.fetchone() or [""])[0] or "")]
+        with contextlib.suppress(Exception):  # {"roles": "A,B", "value": ""}; not every server has it
+            cur.execute("SELECT CURRENT_SECONDARY_ROLES()")
+            roles += str(json.loads((cur.fetchone() or ["{}"])[0] or "{}").get("roles") or "").split(",")
+        found = sorted({r.strip().strip('"').upper() for r in roles} & SNOWFLAKE_ADMIN_ROLES)
+        return refuse_privileged_role(self, [f"role {r}" for r in found])
+
     def _error(self, exc: BaseException, stage: str) -> SourceError:
         if isinstance(exc, SourceError):
             return exc
@@ -242,8 +260,10 @@ class SnowflakeSource(Source):
         except SecretMissingError as exc:
             raise SourceError(f"source {self.name} (connect): {exc}") from None
         cur = conn.cursor()
-        stage = "snapshot marker"
+        stage = "session setup"
         try:
+            privileged = self._privileged_role(cur)
+            stage = "snapshot marker"
             cur.execute("SELECT CURRENT_TIMESTAMP(), CURRENT_VERSION()")
             now, version = cur.fetchone()
             pinned = any(p.name == SNAPSHOT_TIME_PARAM for p in find_placeholders(query, backslash_escapes=True))
@@ -276,6 +296,7 @@ class SnowflakeSource(Source):
                 "server_version": version,
                 "snapshot_time": now.astimezone(dt.timezone.utc).isoformat() if isinstance(now, dt.datetime) else str(now),
                 "pinned": pinned,
+                **({"privileged_role": privileged} if privileged else {}),
             }
 
             def batches() -> Iterator[pa.RecordBatch]:
