@@ -18,14 +18,23 @@ Arrow types come from the result metadata (type code, length, scale, flags, char
 from the values: ``DECIMAL(p,s)`` is ``decimal128(p,s)`` (``decimal256`` above 38 digits),
 ``DATETIME`` a naive timestamp (wall clock, as stored), ``TIMESTAMP`` an instant in UTC, ``TIME`` a
 duration (MySQL's TIME spans ±838 hours), ``BIT`` an unsigned integer, unsigned integers unsigned,
-binary strings binary. A zero date (``0000-00-00``) has no Arrow value: the read fails naming the
-column (``NULLIF`` it in the query).
+binary strings binary. Each column's database type, as the metadata names it (``FLOAT``,
+``BIGINT UNSIGNED``, ``DECIMAL(20,4)``), is the read's ``source_types``.
+
+Every value is exact or the read fails naming the column, its database type and the fix. The text
+protocol prints a ``FLOAT`` with 6 significant digits (16777216 comes as ``1.67772e7``) and a
+``FLOAT(M,D)``/``DOUBLE(M,D)`` with D decimals: a first ``LIMIT 0`` run of the query (in the same
+snapshot; the server does not execute it) gives the metadata, and such columns are then selected
+as ``CAST(col AS DOUBLE)``, which the server prints with the 17 digits that round-trip, and stored
+as ``float32`` (checked bit for bit). A zero date (``0000-00-00``, ``2024-00-10``) has no Arrow
+value: the read fails naming the column (``NULLIF`` it, or ``CAST`` it to ``CHAR``, in the query).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import struct
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qsl, unquote
 
@@ -83,8 +92,10 @@ _DECIMAL, _TINY, _SHORT, _LONG, _FLOAT, _DOUBLE, _NULL, _TIMESTAMP, _LONGLONG, _
 _DATE, _TIME, _DATETIME, _YEAR, _NEWDATE, _VARCHAR, _BIT = 10, 11, 12, 13, 14, 15, 16
 _JSON, _NEWDECIMAL, _ENUM, _SET = 245, 246, 247, 248
 _TINY_BLOB, _MEDIUM_BLOB, _LONG_BLOB, _BLOB, _VAR_STRING, _STRING, _GEOMETRY = 249, 250, 251, 252, 253, 254, 255
-_UNSIGNED_FLAG = 32
+_UNSIGNED_FLAG, _ENUM_FLAG, _SET_FLAG = 32, 256, 2048
 _BINARY_CHARSET = 63
+_NOT_FIXED_DEC = 31  # the scale of a FLOAT/DOUBLE printed with all its digits (no (M,D))
+_RESULT_MAXLEN = 4  # bytes per character of the session's result character set, utf8mb4
 
 _INTS = {
     _TINY: (pa.int8(), pa.uint8()),
@@ -134,6 +145,64 @@ def arrow_type(type_code: int, length: int, scale: int, flags: int, charsetnr: i
     return pa.string()  # JSON, ENUM, SET and anything newer: as text
 
 
+_INT_NAMES = {_TINY: "TINYINT", _SHORT: "SMALLINT", _INT24: "MEDIUMINT", _LONG: "INT", _LONGLONG: "BIGINT"}
+_SIMPLE_NAMES = {_FLOAT: "FLOAT", _DOUBLE: "DOUBLE", _YEAR: "YEAR", _DATE: "DATE", _NEWDATE: "DATE",
+                 _NULL: "NULL", _GEOMETRY: "GEOMETRY", _JSON: "JSON", _ENUM: "ENUM", _SET: "SET"}
+_BLOB_NAMES = ((255, "TINY"), (65535, ""), (16777215, "MEDIUM"))
+
+
+def source_type(type_code: int, length: int, scale: int, flags: int, charsetnr: int) -> str:
+    """The database type of a result column as its metadata tells it (``BIGINT UNSIGNED``, ``DECIMAL(20,4)``).
+
+    The protocol does not tell ``JSON`` (MariaDB: ``LONGTEXT``) or ``INET6``/``UUID`` (``CHAR(39)``/
+    ``CHAR(36)``) from the type they are sent as.
+    """
+    unsigned = " UNSIGNED" if flags & _UNSIGNED_FLAG else ""
+    binary = charsetnr == _BINARY_CHARSET
+    chars = length if binary else length // _RESULT_MAXLEN
+    if type_code in _INT_NAMES:
+        return _INT_NAMES[type_code] + unsigned
+    if type_code in (_DECIMAL, _NEWDECIMAL):
+        t = _decimal_type(length, scale, bool(unsigned))
+        return f"DECIMAL({t.precision},{t.scale}){unsigned}"
+    if type_code in (_FLOAT, _DOUBLE):
+        name = _SIMPLE_NAMES[type_code]
+        return name if scale == _NOT_FIXED_DEC else f"{name}({length},{scale})"
+    if type_code in (_DATETIME, _TIMESTAMP, _TIME):
+        name = {_DATETIME: "DATETIME", _TIMESTAMP: "TIMESTAMP", _TIME: "TIME"}[type_code]
+        return f"{name}({scale})" if scale else name
+    if type_code == _BIT:
+        return f"BIT({length})"
+    if flags & _ENUM_FLAG:
+        return "ENUM"
+    if flags & _SET_FLAG:
+        return "SET"
+    if type_code == _STRING:
+        return f"BINARY({chars})" if binary else f"CHAR({chars})"
+    if type_code in (_VAR_STRING, _VARCHAR):
+        return f"VARBINARY({chars})" if binary else f"VARCHAR({chars})"
+    if type_code in (_TINY_BLOB, _MEDIUM_BLOB, _LONG_BLOB, _BLOB):
+        size = next((prefix for limit, prefix in _BLOB_NAMES if chars <= limit), "LONG")
+        return size + ("BLOB" if binary else "TEXT")
+    return _SIMPLE_NAMES.get(type_code, f"type {type_code}")
+
+
+def needs_double(type_code: int, scale: int) -> bool:
+    """Whether the text protocol prints this column with fewer digits than it holds (see the module doc)."""
+    return type_code == _FLOAT or (type_code == _DOUBLE and scale != _NOT_FIXED_DEC)
+
+
+def _float32(value: float) -> float:
+    """A FLOAT read as a double: the same number as a float32, or ValueError (never a rounded value)."""
+    try:
+        (narrow,) = struct.unpack("<f", struct.pack("<f", value))
+    except OverflowError:
+        raise ValueError(value) from None
+    if narrow != value:
+        raise ValueError(value)
+    return value
+
+
 def _bits(value: Any) -> Any:
     return int.from_bytes(value, "big") if isinstance(value, (bytes, bytearray)) else value
 
@@ -147,6 +216,8 @@ def _text(value: Any) -> Any:
 def _converter(t: pa.DataType, type_code: int) -> Callable[[Any], Any] | None:
     if type_code == _BIT:
         return _bits
+    if type_code == _FLOAT:
+        return _float32
     if pa.types.is_string(t):
         return _text
     return None
@@ -299,22 +370,38 @@ class MySQLSource(Source):
                 state["privileged_role"] = privileged
 
             stage = "query"
-            # PyMySQL formats with %: a literal % in the query must be doubled first
-            sql, _ = rewrite(ordered(query, key, quote=_quote).replace("%", "%%"), lambda n, _i: f"%({n})s",
-                             backslash_escapes=True)
+
+            def bound(text: str) -> str:
+                # PyMySQL formats with %: a literal % in the query must be doubled first
+                return rewrite(text.replace("%", "%%"), lambda n, _i: f"%({n})s", backslash_escapes=True)[0]
+
             utc = dt.timezone.utc
             params = {
                 "partition_start": window.start.astimezone(utc).replace(tzinfo=None),
                 "partition_end": window.end.astimezone(utc).replace(tzinfo=None),
             }
-            cur.execute(sql, params)
+            # the result's metadata first (LIMIT 0: the server does not run the query), to select the
+            # columns the text protocol would print with too few digits as exact doubles
+            cur.execute(bound(_probe(query)), params)
             fields = list(getattr(cur, "_result").fields)
+            cur.fetchall()
+            select = None
+            if any(needs_double(f.type_code, f.scale) for f in fields):
+                select = [
+                    f"CAST(snapshot_query.{_quote(f.name)} AS DOUBLE) AS {_quote(f.name)}"
+                    if needs_double(f.type_code, f.scale) else f"snapshot_query.{_quote(f.name)}"
+                    for f in fields
+                ]
+            cur.execute(bound(ordered(query, key, quote=_quote, select=select)), params)
+            if [f.name for f in getattr(cur, "_result").fields] != [f.name for f in fields]:
+                raise SourceError(f"source {self.name}: the query's columns changed between its two runs")
             schema = pa.schema(
                 [
                     pa.field(f.name, arrow_type(f.type_code, f.length, f.scale, f.flags, f.charsetnr), True)
                     for f in fields
                 ]
             )
+            types = {f.name: source_type(f.type_code, f.length, f.scale, f.flags, f.charsetnr) for f in fields}
             converters = [_converter(t, f.type_code) for t, f in zip(schema.types, fields)]
             batch_rows = self.spec.fetch_batch_rows
 
@@ -326,9 +413,10 @@ class MySQLSource(Source):
                         raise self._error(exc, "streaming rows") from None
                     if not rows:
                         return
-                    yield self._batch(rows, schema, converters)
+                    yield self._batch(rows, schema, converters, types)
 
-            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state)
+            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
+                             source_types=types)
         except pymysql.err.MySQLError as exc:
             raise self._error(exc, stage) from None
         finally:
@@ -336,22 +424,36 @@ class MySQLSource(Source):
                 conn.close()  # closing without reading the rest: the server discards the result
 
     def _batch(
-        self, rows: list[tuple], schema: pa.Schema, converters: list[Callable[[Any], Any] | None]
+        self,
+        rows: list[tuple],
+        schema: pa.Schema,
+        converters: list[Callable[[Any], Any] | None],
+        types: dict[str, str],
     ) -> pa.RecordBatch:
         arrays = []
         for i, (f, conv) in enumerate(zip(schema, converters)):
             values = [r[i] for r in rows]
-            if conv is not None:
-                values = [None if v is None else conv(v) for v in values]
             try:
+                if conv is not None:
+                    values = [None if v is None else conv(v) for v in values]
                 arrays.append(pa.array(values, type=f.type))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeDecodeError) as exc:
-                bad = next((v for v in values if isinstance(v, str)), None)
-                why = f"value {bad!r} (a zero or invalid date? NULLIF it in the query)" if bad else str(exc)
-                raise SourceError(
-                    f"source {self.name}: column {f.name!r} ({f.type}) cannot hold {why}"
-                ) from None
+            except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:  # ArrowInvalid is a ValueError
+                raise SourceError(self._unfit(f, types.get(f.name, "?"), values, exc)) from None
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    def _unfit(self, f: pa.Field, db_type: str, values: list[Any], exc: BaseException) -> str:
+        """Why a value cannot be kept exactly, and what to do: never a snapshot with a different value."""
+        where = f"source {self.name}: column {f.name!r} ({db_type})"
+        if pa.types.is_temporal(f.type):
+            # the driver leaves what Python's date types cannot hold as the server's text
+            bad = next((v for v in values if isinstance(v, str)), None)
+            if bad is not None:
+                return (f"{where} holds {bad!r}, a zero or invalid date that {f.type} cannot hold: "
+                        f"NULLIF it in the query, or CAST({f.name} AS CHAR) to keep the text")
+        if pa.types.is_floating(f.type) and exc.args and isinstance(exc.args[0], float):
+            return (f"{where} sent {exc.args[0]!r}, which is not a {f.type} value: "
+                    f"CAST({f.name} AS DOUBLE) in the query")
+        return f"{where} cannot be read as {f.type} exactly ({exc}): CAST it in the query"
 
     def _state(self, cur: Any, version: str, mariadb: bool) -> dict[str, Any]:
         state: dict[str, Any] = {"engine": "mariadb" if mariadb else "mysql", "server_version": version}
@@ -374,6 +476,11 @@ class MySQLSource(Source):
             cur.execute("SELECT @@global.gtid_executed")
             state["gtid_executed"] = cur.fetchall()[0][0] or None
         return state
+
+
+def _probe(query: str) -> str:
+    """The query with no rows: its result's metadata, without running it."""
+    return f"SELECT * FROM (\n{query.rstrip().rstrip(';')}\n) AS snapshot_query LIMIT 0"
 
 
 def _quote(name: str) -> str:
