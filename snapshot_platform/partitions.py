@@ -69,8 +69,8 @@ def window_for(
     canonical = tw.start.strftime(pdef.fmt)
     if canonical != partition_key:
         raise PartitionKeyError(
-            f"{partition_key!r} is not a canonical {spec.cadence} partition key: expected {form}; the "
-            f"{spec.cadence} partition holding it is {canonical!r}"
+            f"{partition_key!r} is not a canonical {spec.cadence} partition key: expected {form}, the "
+            f"start of a {spec.cadence} window (this key would be read as {canonical!r})"
         )
     start, end = _utc(tw.start), _utc(tw.end)
     if start < _utc(spec.start):
