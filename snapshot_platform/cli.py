@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -54,22 +55,46 @@ def main(ctx: click.Context, storage: str | None, catalog_path: str | None) -> N
     ctx.obj["catalog"] = catalog_path
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: it takes Ctrl-C's clean path (a KeyboardInterrupt, so no
+    ``except Exception`` swallows it, and the store waits for its reader thread as for Ctrl-C)."""
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise _Terminated(f"signal {signum}")
+
+
 @main.command()
 @click.argument("name")
 @click.argument("partition")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.pass_context
 def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool) -> None:
-    """Snapshot partition PARTITION of catalog entry NAME now (no Dagster run is recorded)."""
-    from snapshot_platform.snapshotter import take_snapshot
+    """Snapshot partition PARTITION of catalog entry NAME now (no Dagster run is recorded).
 
+    Exit status: 0 published (or already published), 1 failed (one line on stderr naming the cause:
+    the source's error, a full disk, a refused write), 130 interrupted by Ctrl-C (SIGINT), 143
+    terminated by SIGTERM. On every failure the staging data is removed and nothing is published."""
+    from snapshot_platform.store import StorageWriteError
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+        from snapshot_platform.snapshotter import take_snapshot
+
         catalog = load_catalog(ctx.obj["catalog"])
         if name not in catalog.snapshots:
             raise click.ClickException(f"{name!r} is not a snapshot in {catalog.path}")
         outcome = take_snapshot(catalog, name, partition, _store(ctx))
-    except (CatalogError, ValueError, SourceError, SecretMissingError) as exc:
+    except (CatalogError, ValueError, SourceError, SecretMissingError, StorageWriteError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    except _Terminated:
+        click.echo(f"snapshot-platform: {name}/{partition} terminated (SIGTERM); nothing published", err=True)
+        sys.exit(143)
+    except KeyboardInterrupt:
+        click.echo(f"snapshot-platform: {name}/{partition} interrupted (Ctrl-C); nothing published", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     m = outcome.result.manifest
     if as_json:
         _emit({"created": outcome.result.created, "seconds": outcome.seconds, "manifest": m})

@@ -125,7 +125,7 @@ def take_snapshot(
 
                 result = store.publish(name, partition_key, read.schema, read.batches, fields,
                                        checker=checker, check_columns=check_columns(spec),
-                                       source_types=read.source_types)
+                                       source_types=read.source_types, cancel=read.cancel)
             checks = result.manifest.get("checks")
             if checks is None:
                 # published before these checks existed: evaluate them now, over the verified data

@@ -54,6 +54,10 @@ class SourceRead:
     # column name → the database's own type name (``inet``, ``money``, ``FLOAT``, ...), recorded in the
     # manifest's schema as ``source_type``; an engine fills in what its result metadata tells
     source_types: dict[str, str] = field(default_factory=dict)
+    # ends a fetch in progress on the server (ADBC adbc_cancel, MySQL KILL QUERY, ...); called from
+    # another thread than the one pulling ``batches`` when a snapshot is abandoned mid-stream, so
+    # that thread leaves the driver before ``read()`` closes the connection. Must be thread-safe.
+    cancel: Callable[[], None] | None = None
 
 
 class SourceError(RuntimeError):

@@ -74,6 +74,20 @@ _TEXT_SQLSTATES = (
 )
 
 
+_USER_CANCEL = "the query was cancelled (Ctrl-C, or pg_cancel_backend on the server)"
+
+
+def _cancelled_by_user(exc: BaseException) -> bool:
+    """The server cancelled the query on a client's request: Ctrl-C, whichever thread sees it.
+
+    During a blocking call in the main thread, ADBC's own SIGINT handler takes Ctrl-C from Python
+    and cancels the statement on the server instead; the error (met there or by the thread reading
+    the rows) is then the user's interrupt, raised as KeyboardInterrupt. (When the store cancels an
+    abandoned read, the reader thread's error is discarded.)
+    """
+    return "canceling statement due to user request" in str(exc)
+
+
 def _sqlstate_from_text(text: str) -> str | None:
     m = re.search(r"SQLSTATE[: ]+([0-9A-Z]{5})", text)
     if m:
@@ -536,12 +550,17 @@ class PostgresSource(Source):
                         return
                     except (adbc_driver_manager.Error, pa.ArrowException, OSError) as exc:
                         # ADBC reports a server error met while streaming as an Arrow error
+                        if _cancelled_by_user(exc):
+                            raise KeyboardInterrupt(f"source {self.name}: {_USER_CANCEL}") from None
                         raise self._error(exc, "streaming rows") from None
                     yield _apply_plan(plan, b, self.name)
 
             yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
-                             source_types=plan.source_types)
+                             source_types=plan.source_types,
+                             cancel=cur.adbc_cancel)  # thread-safe by ADBC's contract
         except adbc_driver_manager.Error as exc:
+            if _cancelled_by_user(exc):
+                raise KeyboardInterrupt(f"source {self.name}: {_USER_CANCEL}") from None
             raise self._error(exc, stage) from None
         finally:
             with contextlib.suppress(Exception):

@@ -9,7 +9,7 @@ from snapshot_platform.store.store import (
     SnapshotStore,
     default_storage_url,
 )
-from snapshot_platform.store.writer import WriterSettings
+from snapshot_platform.store.writer import StorageWriteError, WriterSettings
 
 __all__ = [
     "MANIFEST_NAME",
@@ -19,6 +19,7 @@ __all__ = [
     "PublishResult",
     "SnapshotNotFound",
     "SnapshotStore",
+    "StorageWriteError",
     "WriterSettings",
     "default_storage_url",
     "schema_to_json",

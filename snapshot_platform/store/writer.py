@@ -7,11 +7,13 @@ source produced, so the same rows in the same order always give the same bytes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -88,49 +90,143 @@ class _HashingFile:
         self.closed = True
 
 
-def prefetch(batches: Iterable[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
-    """Pull from ``batches`` in a background thread, at most ``depth`` ahead.
+class StorageWriteError(RuntimeError):
+    """Writing the snapshot's bytes failed (disk full, an object store refusing a write, ...).
 
-    The database driver decodes the next batch while this thread compresses and writes the last one;
-    the bounded queue is what keeps memory flat when the writer is slower than the reader.
+    The message is one line naming the cause and where: ``No space left on device (ENOSPC) writing
+    file:///.../part-00000.parquet``. ``errno`` is the OS error number when the cause had one.
     """
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
 
-    def pump() -> None:
-        it = iter(batches)
+    def __init__(self, message: str, errno_: int | None = None):
+        super().__init__(message)
+        self.errno = errno_
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a storage error: ``No space left on device (ENOSPC)``, else the error's own text."""
+    num = getattr(exc, "errno", None)
+    if isinstance(exc, OSError) and isinstance(num, int) and num in errno.errorcode:
+        return f"{exc.strerror or os.strerror(num)} ({errno.errorcode[num]})"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def storage_write_error(exc: BaseException, where: str) -> StorageWriteError:
+    if isinstance(exc, StorageWriteError):
+        return exc
+    num = getattr(exc, "errno", None)
+    return StorageWriteError(f"{describe_failure(exc)} writing {where}",
+                             num if isinstance(num, int) else None)
+
+
+class Prefetch:
+    """Pull from ``batches`` in a background thread, at most ``depth`` batches ahead.
+
+    The database driver decodes the next batch while the caller compresses and writes the last one;
+    the bounded queue is what keeps memory flat when the writer is slower than the reader.
+
+    Use it as a context manager (or call :meth:`close`): leaving it stops the thread and *waits for
+    it*, so the caller may close the source's cursor and connection afterwards. A driver must never
+    be closed while this thread is inside it (that crashed the process with a segmentation fault).
+    If the thread is still inside the driver (a fetch waiting for the server), ``cancel`` (the
+    source's server-side cancel, e.g. ADBC's ``adbc_cancel``) is called to end that fetch. The wait
+    has no timeout (the statement timeout bounds a fetch anyway); a Ctrl-C, or any exception a signal
+    handler raises, during it only cancels again and is raised once the thread is gone. The
+    source's iterator is closed in the thread itself.
+    """
+
+    _DONE = object()
+
+    def __init__(self, batches: Iterable[pa.RecordBatch], depth: int = 2,
+                 cancel: Callable[[], None] | None = None, grace_s: float = 0.5):
+        self._batches = batches
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._cancel = cancel
+        self._grace_s = grace_s
+        self._finished = False  # the consumer saw the end (or the error) of the stream
+        self._thread = threading.Thread(target=self._pump, name="snapshot-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self) -> None:
+        it = iter(self._batches)
         try:
             for b in it:
-                while not stop.is_set():
-                    try:
-                        q.put(b, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not self._put(b):
                     return
-            q.put(done)
+            self._put(self._DONE)
         except BaseException as exc:  # handed to the consumer, raised there
-            q.put(exc)
+            self._put(exc)
         finally:
             close = getattr(it, "close", None)
-            if close is not None and stop.is_set():
-                close()
+            if close is not None:
+                try:
+                    close()  # in this thread: never concurrently with a fetch
+                except Exception:
+                    pass
 
-    t = threading.Thread(target=pump, name="snapshot-prefetch", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        t.join(timeout=30)
+    def __iter__(self) -> "Prefetch":
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        if self._finished:
+            raise StopIteration
+        item = self._queue.get()
+        if item is self._DONE:
+            self._finished = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._finished = True
+            raise item
+        return item
+
+    def __enter__(self) -> "Prefetch":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the thread and wait until it has left the driver (see the class docstring)."""
+        self._stop.set()
+        t = self._thread
+        if not t.is_alive():
+            return
+        t.join(self._grace_s)
+        if not t.is_alive():
+            return
+        interrupted: BaseException | None = None
+        self._cancel_fetch()
+        while t.is_alive():
+            try:
+                t.join(1.0)
+            except BaseException as exc:  # Ctrl-C, SIGTERM, Dagster's interrupt: the thread is in
+                interrupted = exc         # the driver, and leaving now would crash: wait for it
+                self._cancel_fetch()
+        if interrupted is not None:
+            raise interrupted
+
+    def _cancel_fetch(self) -> None:
+        if self._cancel is not None:
+            try:
+                self._cancel()
+            except Exception:
+                pass
+
+
+def prefetch(batches: Iterable[pa.RecordBatch], depth: int = 2,
+             cancel: Callable[[], None] | None = None) -> Prefetch:
+    """:class:`Prefetch` over ``batches``; close it (``with``) before closing the source."""
+    return Prefetch(batches, depth, cancel)
 
 
 def write_parts(
@@ -138,18 +234,29 @@ def write_parts(
     schema: pa.Schema,
     open_part: Any,
     settings: WriterSettings = WriterSettings(),
+    where: Callable[[str], str] = str,
 ) -> WrittenData:
     """Write ``batches`` as Parquet parts; ``open_part(name)`` returns a binary file opened for writing.
 
     Every batch must have ``schema``. A snapshot with no rows still gets one (empty) part, so that its
-    schema is recorded in Parquet too.
+    schema is recorded in Parquet too. A failure to write (disk full, a refused upload) is raised as
+    :class:`StorageWriteError` naming the cause and ``where(part name)``; an error of ``batches``
+    (the source) is raised as it is.
     """
     out = WrittenData(schema=schema)
     state: dict[str, Any] = {"writer": None, "raw": None, "hf": None, "rows": 0}
 
+    def writing(step: Callable[..., None], *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception as exc:
+            raise storage_write_error(exc, where(state.get("name") or f"part-{len(out.parts):05d}.parquet")) from exc
+
     def start_part() -> None:
         name = f"part-{len(out.parts):05d}.parquet"
+        state["name"] = name
         raw = open_part(name)
+        state["raw"] = raw
         hf = _HashingFile(raw)
         writer = pq.ParquetWriter(
             hf,
@@ -194,22 +301,28 @@ def write_parts(
             while pending_rows >= settings.row_group_rows:
                 table = pa.Table.from_batches(pending, schema=schema)
                 head = table.slice(0, settings.row_group_rows)
-                write_group(head)
+                writing(write_group, head)
                 rest = table.slice(settings.row_group_rows)
                 pending = rest.to_batches()
                 pending_rows = rest.num_rows
         if pending_rows:
-            write_group(pa.Table.from_batches(pending, schema=schema))
+            writing(write_group, pa.Table.from_batches(pending, schema=schema))
         if state["writer"] is not None:
-            finish_part()
+            writing(finish_part)
         if not out.parts:
-            start_part()
-            finish_part()
+            writing(start_part)
+            writing(finish_part)
     except BaseException:
+        # quietly: a second error (the disk is still full) must not replace the first
         if state["writer"] is not None:
             try:
                 state["writer"].close()
-            finally:
+            except Exception:
+                pass
+        if state["raw"] is not None and not getattr(state["raw"], "closed", False):
+            try:
                 state["raw"].close()
+            except Exception:
+                pass
         raise
     return out
