@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import threading
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote
@@ -273,6 +274,9 @@ class RedshiftSource(Source):
             timeout_ms = int(self.spec.statement_timeout_s * 1000)
             conn.execute(pgsql.SQL("SET statement_timeout TO {}").format(pgsql.Literal(timeout_ms)))
             conn.execute("SET TimeZone TO 'UTC'")
+            # text of floats that reads back exactly (2: Redshift's maximum; PostgreSQL 12+: shortest exact)
+            conn.execute("SET extra_float_digits TO 2")
+            conn.execute("SET DateStyle TO 'ISO, MDY'")
             conn.autocommit = False
             conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
             conn.read_only = True  # psycopg opens: BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY
@@ -314,7 +318,8 @@ class RedshiftSource(Source):
                         return
                     yield self._batch(rows, schema, converters)
 
-            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state)
+            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
+                             source_types={c.name: _type_name(conn, c.type_code) for c in description})
         except psycopg.Error as exc:
             raise self._error(exc, stage) from None
         finally:
@@ -328,7 +333,13 @@ class RedshiftSource(Source):
         for i, (f, conv) in enumerate(zip(schema, converters)):
             values = [r[i] for r in rows]
             if conv is not None:
-                values = [None if v is None else conv(v) for v in values]
+                try:
+                    values = [None if v is None else conv(v) for v in values]
+                except _Inexact as exc:
+                    raise SourceError(
+                        f"source {self.name}: column {f.name!r} ({f.type}) holds {exc}, which it cannot hold "
+                        f"exactly: cast it in the query ({f.name}::text keeps the server's text) or replace it"
+                    ) from None
             try:
                 arrays.append(pa.array(values, type=f.type))
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
@@ -340,7 +351,57 @@ def _decimal_text(v: Any) -> str:
     return format(v, "f") if hasattr(v, "as_tuple") and v.is_finite() else str(v)
 
 
+class _Inexact(ValueError):
+    """A value the column's Arrow type cannot hold (its text is the message)."""
+
+
+# dates and times travel as the server's ISO text (DateStyle ISO, TimeZone UTC) and become day and
+# microsecond counts here: Python's datetime stops at year 9999 and knows no BC, Arrow's types do not
+_ISO = re.compile(r"(\d{4,})-(\d\d)-(\d\d)(?: (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:\+00(?::00)?)?)?( BC)?")
+_CLOCK = re.compile(r"(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?")
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def _temporal(text: str, with_time: bool) -> int:
+    m = _ISO.fullmatch(text)
+    if m is None or (m.group(4) is None) == with_time:
+        raise _Inexact(repr(text))
+    year = int(m.group(1))
+    days = _days_from_civil(1 - year if m.group(8) else year, int(m.group(2)), int(m.group(3)))
+    if not with_time:
+        return days
+    us = ((int(m.group(4)) * 60 + int(m.group(5))) * 60 + int(m.group(6))) * 1_000_000
+    us += days * 86_400_000_000 + int((m.group(7) or "0").ljust(6, "0"))
+    if us >= 2**63:
+        raise _Inexact(repr(text))  # after 294247-01-10: beyond an int64 count of microseconds
+    return us
+
+
+def _clock(text: str) -> int:
+    m = _CLOCK.fullmatch(text)
+    us = None if m is None else (
+        ((int(m.group(1)) * 60 + int(m.group(2))) * 60 + int(m.group(3))) * 1_000_000
+        + int((m.group(4) or "0").ljust(6, "0")))
+    if us is None or us >= 86_400_000_000:
+        raise _Inexact(repr(text))  # 24:00:00: an Arrow time is within one day
+    return us
+
+
 def _converter(t: pa.DataType) -> Callable[[Any], Any] | None:
+    if pa.types.is_date32(t):
+        return lambda v: _temporal(v, False)
+    if pa.types.is_timestamp(t):
+        return lambda v: _temporal(v, True)
+    if pa.types.is_time64(t):
+        return _clock
     if pa.types.is_string(t):
         return lambda v: v if isinstance(v, str) else (_decimal_text(v) if hasattr(v, "as_tuple") else (
             json.dumps(v) if isinstance(v, (dict, list)) else str(v)))
@@ -359,9 +420,18 @@ def _text_for_everything_else(conn: Any) -> None:
         def load(self, data: Any) -> str:
             return bytes(data).decode("utf-8")
 
-    native = set(_NATIVE) | {_NUMERIC}
+    native = (set(_NATIVE) | {_NUMERIC}) - {_DATE, _TIME, _TIMESTAMP, _TIMESTAMPTZ}
     for info in builtins:
         if info.oid not in native:
             conn.adapters.register_loader(info.oid, _Text)
         if getattr(info, "array_oid", 0):
             conn.adapters.register_loader(info.array_oid, _Text)
+
+
+def _type_name(conn: Any, oid: int) -> str:
+    """The database's name of a result type (``date``, ``super``...), from psycopg's registry of
+    built-in types, else ``oid <n>`` (Redshift's own types: SUPER, VARBYTE, GEOMETRY...)."""
+    from psycopg.postgres import types as builtins
+
+    info = builtins.get(oid)
+    return info.name if info is not None else f"oid {oid}"
