@@ -32,6 +32,7 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance, materialize
 
+from conftest import reader_url
 from snapshot_platform.catalog import load_catalog, parse_catalog
 from snapshot_platform.definitions import build_assets, build_definitions, build_resources
 from snapshot_platform.gate import UntrainableSnapshot
@@ -337,3 +338,93 @@ def test_a_window_that_has_not_closed_is_refused_unless_asked_for(trust):
     proc = trust.cli("snapshot", NAME, today, "--allow-open-window")
     assert proc.returncode == 0, proc.stderr
     assert trust.store.latest(NAME, today)["row_count"] == 1
+
+
+# ---------------------------------------------------------------- 2. the gate holds everywhere: Dagster
+
+
+def _pg_orders(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (order_id int, day date NOT NULL, amount numeric(10,2), paid int)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s)", [
+                (i, dt.date(2024, 3, 1) + dt.timedelta(days=(i - 1) // 60), i % 50 + 0.5, int(i % 3 == 0))
+                for i in range(1, 181)])
+
+
+def _pg_catalog(url: str) -> Any:
+    return parse_catalog({
+        "sources": {"pg": {"kind": "postgres", "url": reader_url(url), "statement_timeout_s": 30}},
+        "snapshots": {NAME: {
+            "source": "pg", "key": ["order_id"], "not_null": ["order_id", "amount"],
+            "query": "SELECT * FROM orders WHERE day >= :partition_start AND day < :partition_end",
+            "partitions": {"cadence": "daily", "start": DAYS[0]},
+        }},
+        "models": {"paid": {
+            "snapshot": NAME, "partitions": 3, "features": ["amount"], "target": "paid",
+            "estimator": {"class": "sklearn.linear_model.LogisticRegression"},
+        }},
+    })
+
+
+def test_automation_never_requests_a_window_holding_a_failed_version(pg_database, platform_env):
+    """Three-partition window 03-01..03-03 with 03-02 (the middle) failing key_unique: the model
+    partition 03-03 is not requested, although its own snapshot partition passed."""
+    from dagster import evaluate_automation_conditions
+
+    _pg_orders(pg_database)
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders SELECT * FROM orders WHERE order_id = 70")  # day 2
+    catalog = _pg_catalog(pg_database)
+    defs = build_definitions(catalog, storage_url=str(platform_env.storage))
+    instance = DagsterInstance.get()
+    model = AssetKey(["models", "paid"])
+    tick = dt.datetime(2024, 3, 4, 6, tzinfo=dt.timezone.utc)  # latest complete day: 03-03
+    cursor = None
+
+    def requested() -> set[str]:
+        nonlocal tick, cursor
+        tick += dt.timedelta(minutes=1)
+        result = evaluate_automation_conditions(defs, instance, evaluation_time=tick, cursor=cursor)
+        cursor = result.cursor
+        return set(result.get_requested_partitions(model))
+
+    def snapshot(day: str) -> bool:
+        return materialize(build_assets(catalog), selection=[AssetKey(["snapshots", NAME])], partition_key=day,
+                           instance=instance, resources=build_resources(str(platform_env.storage)),
+                           raise_on_error=False).success
+
+    assert requested() == set()
+    for day, passes in ((DAYS[0], True), (DAYS[1], False), (DAYS[2], True)):  # as the schedule runs them
+        assert snapshot(day) is passes
+        assert requested() == set(), f"after {day}: the window 03-01..03-03 holds a failed version"
+    for day in (DAYS[2], DAYS[0]):  # re-snapshots of the passing ends, later than the failure
+        assert snapshot(day)
+        assert requested() == set()
+    # once 03-02 gets a version that passes, the model partition is requested
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("DELETE FROM orders WHERE ctid = (SELECT max(ctid) FROM orders WHERE order_id = 70)")
+    assert snapshot(DAYS[1])
+    assert requested() == {DAYS[2]}
+
+
+def test_check_results_are_recorded_per_partition_without_phantom_rows(pg_database, platform_env):
+    from dagster import AssetCheckKey
+
+    _pg_orders(pg_database)
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders SELECT * FROM orders WHERE order_id = 70")  # day 2 only
+    catalog = _pg_catalog(pg_database)
+    instance = DagsterInstance.get()
+    for day in DAYS[:2]:
+        materialize(build_assets(catalog), selection=[AssetKey(["snapshots", NAME])], partition_key=day,
+                    instance=instance, resources=build_resources(str(platform_env.storage)), raise_on_error=False)
+    key = AssetCheckKey(AssetKey(["snapshots", NAME]), "key_unique")
+    records = instance.event_log_storage.get_asset_check_execution_history(key, limit=20)
+    by_partition = {r.partition: r for r in records}
+    assert sorted(by_partition, key=str) == DAYS[:2], [(r.partition, r.status) for r in records]
+    assert len(records) == 2, "one record per run and partition: no planned row without a partition"
+    assert by_partition[DAYS[0]].status.value == "SUCCEEDED"
+    assert by_partition[DAYS[1]].status.value == "FAILED"
+    evaluation = by_partition[DAYS[1]].event.dagster_event.event_specific_data
+    assert evaluation.partition == DAYS[1] and evaluation.passed is False

@@ -139,15 +139,26 @@ def resolve_versions(
 def retrain_condition() -> AutomationCondition:
     """Dagster's ``eager`` condition, triggered by a new snapshot *version* rather than by any new
     materialization (re-snapshotting unchanged data gives the same version, which trains nothing new),
-    and held back until every snapshot partition it trains on passed its blocking checks.
+    and held back while *any* snapshot partition in the model partition's window has a failed
+    blocking check.
+
+    Not ``all_deps_blocking_checks_passed()``: through a window partition mapping, Dagster's
+    ``all_deps_match`` holds when *some* upstream partition of each dependency matches, so a failed
+    partition in the middle of a window would not hold the model back (and the run would then fail
+    on the training gate). ``any_deps_match`` of a failure, negated, holds only when no partition of
+    the window failed. It relies on check results recorded per partition (``AssetCheckSpec(
+    partitions_def=...)`` in assets/snapshots.py).
 
     Like ``eager``: only the latest partition, never while a snapshot partition is missing or being
     written, at most once per change.
     """
     new_version = AutomationCondition.any_deps_match(AutomationCondition.data_version_changed())
+    failed = AutomationCondition.any_checks_match(
+        AutomationCondition.check_failed() & ~AutomationCondition.will_be_requested(), blocking_only=True
+    ).with_label("a_blocking_check_failed")
     return (
         AutomationCondition.eager().replace("any_deps_updated", new_version.with_label("any_snapshot_new_version"))
-        & AutomationCondition.all_deps_blocking_checks_passed()
+        & ~AutomationCondition.any_deps_match(failed).with_label("any_snapshot_partition_failed_a_blocking_check")
     ).with_label("retrain_on_new_snapshot_version")
 
 

@@ -102,10 +102,12 @@ def build_snapshot_asset(
     max_queries = catalog.sources[spec.source].max_concurrent_queries
     description = spec.description or f"Snapshot of the {spec.source} query {name}"
 
+    pdef = partitions_def(spec.partitions)
+
     @asset(
         key=snapshot_key(name),
         description=description,
-        partitions_def=partitions_def(spec.partitions),
+        partitions_def=pdef,
         code_version=code_version(spec),
         kinds={source_kind, "parquet"},
         tags=dict(spec.tags),
@@ -117,7 +119,11 @@ def build_snapshot_asset(
         resource_defs={source_key: source_resource},
         required_resource_keys={"snapshot_store"},
         check_specs=[
-            AssetCheckSpec(d.name, asset=snapshot_key(name), blocking=d.blocking, description=d.description)
+            # partitions_def: Dagster records each result under the run's partition (without it, 1.13
+            # records the planned check under the partition and the result under none: the UI shows a
+            # 'skipped' row beside every result, and automation cannot tell which partition failed)
+            AssetCheckSpec(d.name, asset=snapshot_key(name), blocking=d.blocking, description=d.description,
+                           partitions_def=pdef)
             for d in check_defs(spec)
         ],
         metadata={
