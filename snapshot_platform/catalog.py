@@ -696,13 +696,18 @@ def _check_alias_expansion(root: yaml.Node, path: str) -> None:
     # name where it happens: follow the biggest expansion down to the first aliased node
     keys: list[str] = []
     node = root
-    while refs.get(id(node), 0) <= 1 and _children(node):
+    while _children(node):
         if isinstance(node, yaml.MappingNode):
             k, node = max(node.value, key=lambda kv: size[id(kv[1])])
             keys.append(str(k.value) if isinstance(k, yaml.ScalarNode) else "?")
         else:
-            i, node = max(enumerate(node.value), key=lambda iv: size[id(iv[1])])
+            i, child = max(enumerate(node.value), key=lambda iv: size[id(iv[1])])
+            if refs.get(id(child), 0) > 1:  # the list of aliases is the field to name
+                break
             keys.append(str(i))
+            node = child
+        if refs.get(id(node), 0) > 1:
+            break
     entry, field = _field_path(tuple(keys))
     raise CatalogError([
         f"{path}: {entry}: field '{field}': YAML aliases expand the catalog to {expanded:,} nodes from "

@@ -449,3 +449,117 @@ def test_definitions_fail_on_literal_password_without_leaking_it(tmp_path):
     assert proc.returncode != 0
     assert str(path) in proc.stderr and "sources.warehouse" in proc.stderr and "field 'url'" in proc.stderr
     assert secret not in proc.stderr and secret not in proc.stdout
+
+
+# ------------------------------------------------------------------ passwords in any form, ambiguous URLs
+
+
+@pytest.mark.parametrize("kind,url", [
+    ("postgres", "postgresql://reader@db:5432/prod?sslmode=require&password={secret}"),
+    ("postgres", "host=db port=5432 dbname=prod user=reader password={secret}"),
+    ("postgres", "host=db dbname=prod password='{secret}' user=reader"),
+    ("mysql", "mysql://reader@db:3306/shop?password={secret}"),
+    ("redshift", "postgresql://reader@cluster:5439/dev?password={secret}"),
+    ("postgres", "postgresql://reader:{secret}#rest@db:5432/prod"),  # an unencoded '#' in the password
+    ("postgres", "postgresql://reader:{secret}/rest@db:5432/prod"),  # ... a '/'
+])
+@pytest.mark.parametrize("as_default", [False, True], ids=["literal", "env_default"])
+def test_a_literal_password_in_a_query_parameter_or_keyword_string_is_refused(tmp_path, kind, url, as_default):
+    secret = "s3cr3tPw789"
+    value = url.format(secret=secret)
+    source = {"kind": kind, "url": {"env": "SOME_URL", "default": value} if as_default else value}
+    if kind == "redshift":
+        source["sslmode"] = "disable"
+    path = write_catalog(tmp_path, mutated(lambda d: d["sources"].update(warehouse=source)))
+    msg = catalog_error(path)
+    assert_names(msg, path, "sources.warehouse", "url")
+    assert "literal password" in msg
+    assert secret not in msg and "rest@" not in msg
+
+
+def test_an_ambiguous_url_without_password_is_refused_without_quoting_it(tmp_path):
+    path = write_catalog(tmp_path, mutated(lambda d: d["sources"]["warehouse"].update(
+        url="postgresql://reader@db:port5432x/prod")))
+    msg = catalog_error(path)
+    assert_names(msg, path, "sources.warehouse", "url")
+    assert "percent-encoded" in msg and "port5432x" not in msg
+
+
+def test_allow_privileged_role_is_a_source_field(tmp_path):
+    path = write_catalog(tmp_path, mutated(lambda d: d["sources"]["warehouse"].update(allow_privileged_role=True)))
+    assert load_catalog(path).sources["warehouse"].allow_privileged_role is True
+    assert load_catalog(write_catalog(tmp_path, BASE, "b.yaml")).sources["warehouse"].allow_privileged_role is False
+    path = write_catalog(tmp_path, mutated(lambda d: d["sources"]["warehouse"].update(allow_privileged_role="maybe")))
+    assert_names(catalog_error(path), path, "sources.warehouse", "allow_privileged_role")
+
+
+@pytest.mark.parametrize("role", ["ACCOUNTADMIN", "sysadmin", "SecurityAdmin", "ORGADMIN"])
+def test_a_snowflake_administrative_role_is_refused_unless_allowed(tmp_path, role):
+    source = {"kind": "snowflake", "account": "acme", "user": "reader", "password": {"env": "SF_PW"}, "role": role}
+    path = write_catalog(tmp_path, mutated(lambda d: d["sources"].update(warehouse=source)))
+    msg = catalog_error(path)
+    assert_names(msg, path, "sources.warehouse", "(the entry)")
+    assert role in msg and "allow_privileged_role" in msg
+    allowed = write_catalog(tmp_path, mutated(lambda d: d["sources"].update(
+        warehouse={**source, "allow_privileged_role": True})), "allowed.yaml")
+    assert load_catalog(allowed).sources["warehouse"].role == role
+
+
+# ------------------------------------------------------------------ hostile and big YAML
+
+
+ALIAS_BOMB = """\
+sources:
+  local_db: {kind: sqlite, path: demo.sqlite}
+snapshots:
+  s:
+    source: local_db
+    query: "SELECT id FROM t WHERE d >= date(:partition_start) AND d < date(:partition_end)"
+    partitions: {cadence: daily, start: "2024-01-01"}
+    key: [id]
+models:
+  churn:
+    snapshot: s
+    features: [a]
+    target: b
+    estimator:
+      class: sklearn.dummy.DummyClassifier
+      params:
+        strategy: &a [x, x, x, x, x, x, x, x, x]
+        b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+        c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+        d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+        e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+        f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+        g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+        h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+        i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_a_yaml_alias_bomb_is_refused_naming_file_entry_and_field(tmp_path):
+    """Nine levels of nine aliases: 1 KB of YAML expanding to 430 million nodes. Refused while the
+    document is still a graph of shared nodes (the bound is on nodes, so the test needs no clock)."""
+    assert len(ALIAS_BOMB) < 1200
+    path = write_catalog(tmp_path, ALIAS_BOMB)
+    msg = catalog_error(path)
+    assert_names(msg, path, "models.churn", "estimator.params.i")
+    assert "aliases expand" in msg
+
+
+def test_ordinary_anchors_and_aliases_still_load(tmp_path):
+    """A shared block of checks used by many entries is what anchors are for: it loads."""
+    text = yaml.safe_dump(BASE, sort_keys=False).replace(
+        "    tags:\n      domain: growth\n", "    tags: &tags\n      domain: growth\n")
+    for i in range(300):
+        text += (f"  copy_{i}:\n    source: warehouse\n    query: \"{WINDOW_QUERY.replace(chr(10), ' ')}\"\n"
+                 "    partitions: {cadence: daily, start: '2024-01-01'}\n    key: [customer_id]\n    tags: *tags\n")
+    catalog = load_catalog(write_catalog(tmp_path, text))
+    assert catalog.snapshots["copy_299"].tags == {"domain": "growth"}
+
+
+def test_the_catalog_is_parsed_by_libyaml_when_pyyaml_has_it():
+    from snapshot_platform import catalog
+
+    assert yaml.__with_libyaml__, "PyYAML is installed without libyaml: big catalogs load several times slower"
+    assert catalog._YamlLoader is yaml.CSafeLoader

@@ -489,3 +489,188 @@ def test_every_engine_is_a_configurable_resource_holding_references_only(monkeyp
         resource = RESOURCE_CLASSES[spec.kind](**config)
         assert resource.get_source().describe()["kind"] == spec.kind
         assert ad.node_def.pool == f"source_{name}"
+
+
+# ---------------------------------------------------------------- privileged roles are refused
+
+DBLINK_UPDATE = ("SELECT id, dblink_exec('host=127.0.0.1 dbname=' || current_database() || ' user=postgres',"
+                 " 'UPDATE t SET d = d + 1') AS wrote FROM t " + WINDOW)
+
+
+@pytest.fixture
+def pg_admin_db(pg_database: str) -> str:
+    """``t`` with two rows and the dblink extension (a second connection outside the read-only session)."""
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, d date)")
+        conn.execute("INSERT INTO t VALUES (1, '2024-03-10'), (2, '2024-03-10')")
+        conn.execute("CREATE EXTENSION dblink")
+    return pg_database
+
+
+def pg_days(url: str) -> list[Any]:
+    with psycopg.connect(url) as conn:
+        return [r[0].isoformat() for r in conn.execute("SELECT d FROM t ORDER BY id")]
+
+
+def test_postgres_superuser_is_refused_before_any_query_runs(pg_admin_db: str, store: SnapshotStore) -> None:
+    """As a superuser, dblink_exec commits an UPDATE through a second connection and
+    pg_terminate_backend kills another session, whatever the read-only session says: refused."""
+    with psycopg.connect(pg_admin_db, autocommit=True) as bystander:
+        pid = bystander.execute("SELECT pg_backend_pid()").fetchone()[0]
+        for query in (DBLINK_UPDATE, f"SELECT id, pg_terminate_backend({pid}) AS killed FROM t {WINDOW}"):
+            with pytest.raises(SourceError) as info:
+                take_snapshot(catalog_for("postgres", query, url=pg_admin_db), "snap", DAY, store, sleep=no_retry)
+            assert info.value.code == "privileged_role" and "superuser" in str(info.value)
+            assert "allow_privileged_role" in str(info.value) and not info.value.transient
+        assert bystander.execute("SELECT 1").fetchone() == (1,)  # not terminated
+    assert pg_days(pg_admin_db) == ["2024-03-10", "2024-03-10"]  # nothing written through dblink
+    assert store.assets() == []
+
+
+def test_postgres_member_of_pg_write_all_data_is_refused(pg_admin_db: str, store: SnapshotStore) -> None:
+    role = f"sp_writer_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_db, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN IN ROLE pg_read_all_data, pg_write_all_data')
+    try:
+        url = pg_admin_db.replace("postgres@", f"{role}@")
+        with pytest.raises(SourceError, match="member of pg_write_all_data") as info:
+            take_snapshot(catalog_for("postgres", f"SELECT id FROM t {WINDOW}", url=url), "snap", DAY, store)
+        assert info.value.code == "privileged_role"
+    finally:
+        with psycopg.connect(pg_admin_db, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_allow_privileged_role_reads_and_warns_on_every_read(pg_admin_db: str, store: SnapshotStore,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    catalog = catalog_for("postgres", f"SELECT id FROM t {WINDOW}", url=pg_admin_db, allow_privileged_role=True)
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="snapshot_platform.sources"):
+            outcome = take_snapshot(catalog, "snap", DAY, store)
+        assert any("privileged role (superuser)" in r.getMessage() for r in caplog.records), caplog.text
+    assert outcome.result.manifest["source_state"]["privileged_role"] == "superuser"
+    assert outcome.result.manifest["row_count"] == 2
+    # the read-only session is still there: the dblink write is not, but a write in the session is refused
+    with pytest.raises(SourceError) as info:
+        take_snapshot(catalog_for("postgres", f"WITH x AS (DELETE FROM t RETURNING *) SELECT id FROM x {WINDOW}",
+                                  url=pg_admin_db, allow_privileged_role=True), "snap", DAY, store)
+    assert pg_days(pg_admin_db) == ["2024-03-10", "2024-03-10"]
+
+
+def test_redshift_path_superuser_is_refused(pg_admin_db: str, store: SnapshotStore) -> None:
+    catalog = catalog_for("redshift", DBLINK_UPDATE, url=pg_admin_db, sslmode="disable")
+    with pytest.raises(SourceError, match="superuser") as info:
+        take_snapshot(catalog, "snap", DAY, store, sleep=no_retry)
+    assert info.value.code == "privileged_role"
+    assert pg_days(pg_admin_db) == ["2024-03-10", "2024-03-10"]
+
+
+@pytest.mark.parametrize("grant", ["root", "INSERT", "FILE"])
+def test_mariadb_user_with_write_or_admin_privileges_is_refused(maria_reader: dict[str, str], mysql_server: dict[str, Any],
+                                                                store: SnapshotStore, monkeypatch: pytest.MonkeyPatch,
+                                                                grant: str) -> None:
+    db = maria_reader["db"]
+    if grant == "root":
+        url = f"mysql://root@127.0.0.1:3306/{db}"
+    else:
+        with pymysql.connect(**mysql_server) as conn:
+            on = "*.*" if grant == "FILE" else f"`{db}`.*"
+            conn.cursor().execute(f"GRANT {grant} ON {on} TO '{maria_reader['user']}'@'%'")
+        url = maria_reader["url"]
+    monkeypatch.setenv("SP_TEST_MARIA_URL", url)
+    catalog = catalog_for("mysql", f"SELECT id FROM t {WINDOW}", url={"env": "SP_TEST_MARIA_URL"})
+    with pytest.raises(SourceError, match="privileged role") as info:
+        take_snapshot(catalog, "snap", DAY, store, sleep=no_retry)
+    assert info.value.code == "privileged_role"
+    assert (grant if grant != "root" else "INSERT on *.*") in str(info.value)
+    assert maria_reader["password"] not in str(info.value)
+    allowed = catalog_for("mysql", f"SELECT id FROM t {WINDOW}", url={"env": "SP_TEST_MARIA_URL"},
+                          allow_privileged_role=True)
+    assert take_snapshot(allowed, "snap", DAY, store).result.manifest["source_state"]["privileged_role"]
+
+
+# ---------------------------------------------------------------- ambiguous URLs quote nothing of them
+
+
+@pytest.mark.parametrize("char", ["#", "/", "@", "?"])
+@pytest.mark.parametrize("kind", ["postgres", "mysql", "redshift"])
+def test_a_password_with_an_unencoded_character_leaks_no_part_of_it(kind: str, char: str, store: SnapshotStore,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    head, tail = f"Head{uuid.uuid4().hex[:10]}", f"Tail{uuid.uuid4().hex[:10]}"
+    scheme = "mysql" if kind == "mysql" else "postgresql"
+    monkeypatch.setenv("SP_TEST_URL", f"{scheme}://reader:{head}{char}{tail}@127.0.0.1:1/prod")
+    extra = {"sslmode": "disable"} if kind == "redshift" else {}
+    catalog = catalog_for(kind, f"SELECT id FROM t {WINDOW}", url={"env": "SP_TEST_URL"}, connect_timeout_s=2, **extra)
+    with pytest.raises(SourceError) as info:
+        take_snapshot(catalog, "snap", DAY, store, sleep=no_retry)
+    text = str(info.value) + repr(info.value.args) + repr(info.value.__cause__) + repr(info.value.__context__)
+    assert head not in text and tail not in text, text
+    assert "percent-encoded" in str(info.value) and "SP_TEST_URL" in str(info.value)
+
+
+@pytest.mark.slow
+def test_sentinel_secret_reaches_nothing_dagster_or_the_project_persist(
+    pg_database: str, platform_env: Any, write_catalog: Any
+) -> None:
+    """A sentinel password (PostgreSQL's trust auth here ignores it, so every read runs) in the URLs of a
+    read that succeeds and trains a model, and of reads failing on permission, syntax, timeout and an
+    unencoded '#': it is in no output and no file the project or Dagster writes (instance databases with
+    their run and job snapshots and event log, compute logs, manifests, Parquet, the MLflow store)."""
+    secret = f"S3ntinel{uuid.uuid4().hex}"
+    role = f"sp_noperm_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, d date, x float8, y int)")
+        conn.execute("INSERT INTO t SELECT g, date '2024-03-10', g, g % 2 FROM generate_series(1, 60) g")
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')  # may connect, may not read t
+    try:
+        reader = reader_url(pg_database, password=secret)
+        noperm = pg_database.replace("postgres@", f"{role}:{secret}@")
+        env = {"SP_LEAK_OK": reader, "SP_LEAK_NOPERM": noperm,
+               "SP_LEAK_PARAM": reader_url(pg_database) + f"?password={secret}",
+               "SP_LEAK_HASH": reader_url(pg_database, password=f"{secret[:20]}#{secret[20:]}")}
+        sources = {
+            "ok": {"kind": "postgres", "url": {"env": "SP_LEAK_OK"}},
+            "param": {"kind": "postgres", "url": {"env": "SP_LEAK_PARAM"}, "statement_timeout_s": 1},
+            "noperm": {"kind": "postgres", "url": {"env": "SP_LEAK_NOPERM"}},
+            "hash": {"kind": "postgres", "url": {"env": "SP_LEAK_HASH"}},
+        }
+        part = {"cadence": "daily", "start": "2024-01-01"}
+        snapshots = {
+            "good": {"source": "ok", "query": f"SELECT id, x, y FROM t {WINDOW}", "key": ["id"], "partitions": part},
+            "syntax": {"source": "ok", "query": f"SELECT id,, x FROM t {WINDOW}", "key": ["id"], "partitions": part},
+            "timeout": {"source": "param", "query": f"SELECT id, pg_sleep(30)::text AS s FROM t {WINDOW}",
+                        "key": ["id"], "partitions": part},
+            "permission": {"source": "noperm", "query": f"SELECT id FROM t {WINDOW}", "key": ["id"],
+                           "partitions": part},
+            "unencoded": {"source": "hash", "query": f"SELECT id FROM t {WINDOW}", "key": ["id"], "partitions": part},
+        }
+        models = {"leak": {"snapshot": "good", "features": ["x"], "target": "y",
+                           "estimator": {"class": "sklearn.dummy.DummyClassifier"}}}
+        catalog = write_catalog({"sources": sources, "snapshots": snapshots, "models": models})
+        proc = dagster_materialize(catalog, platform_env, list(snapshots), DAY, **env)
+        trained = subprocess.run(
+            [str(BIN / "dagster"), "asset", "materialize", "-m", "snapshot_platform.definitions",
+             "--select", "models/leak", "--partition", DAY],
+            env=platform_env.environ(SNAPSHOT_PLATFORM_CATALOG=str(catalog), **env),
+            capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    failures = step_failures(platform_env.dagster_home)
+    assert set(failures) == {f"snapshots__{n}" for n in ("syntax", "timeout", "permission", "unencoded")}, failures
+    assert "syntax error" in failures["snapshots__syntax"]
+    assert "statement timeout" in failures["snapshots__timeout"]
+    assert "permission denied" in failures["snapshots__permission"]
+    assert "percent-encoded" in failures["snapshots__unencoded"]
+    pieces = [secret, secret[:20], secret[20:]]  # the '#' URL's halves
+    for text in (proc.stdout + proc.stderr, trained.stdout + trained.stderr, *failures.values()):
+        assert not [p for p in pieces if p in text]
+    assert list(platform_env.storage.rglob("*.parquet")) and list(platform_env.storage.rglob("manifest.json"))
+    mlflow_files = [p for p in platform_env.home.rglob("*") if p.is_file()]
+    assert mlflow_files, "the model run should have written the MLflow store under the platform home"
+    for root in (platform_env.dagster_home, platform_env.storage, platform_env.home):
+        for p in pieces:
+            assert files_containing(root, p) == [], (root, p)
