@@ -17,6 +17,7 @@ This module is a plain library: it knows nothing of Dagster or of databases.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import errno
 import hashlib
@@ -432,7 +433,7 @@ class SnapshotStore:
             try:
                 with p.open("rb") as fh:
                     meta = pq.ParquetFile(fh).metadata
-                    part_schema, rows = meta.schema.to_arrow_schema(), meta.num_rows
+                    part_schema, rows = _written_arrow_schema(meta), meta.num_rows
             except (pa.ArrowException, OSError) as exc:
                 problem(f"{self.uri(p)}: not a readable Parquet file: {exc}")
                 continue
@@ -523,6 +524,19 @@ class SnapshotStore:
         if columns is not None:
             schema = pa.schema([schema.field(c) for c in columns])
         return schema.empty_table()
+
+
+def _written_arrow_schema(meta: pq.FileMetaData) -> pa.Schema:
+    """The Arrow schema the writer was given, as pyarrow stores it in the footer (``ARROW:schema``).
+
+    Parquet's own schema names list items ``element`` where Arrow's say ``item`` (and map entries
+    differently): the version id digests the writer's schema, so that is the one to compare.
+    """
+    raw = (meta.metadata or {}).get(b"ARROW:schema")
+    if raw is None:
+        return meta.schema.to_arrow_schema()
+    schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(raw)))
+    return schema.remove_metadata()
 
 
 def _fs_path(p: UPath) -> str:
