@@ -68,9 +68,15 @@ def _raise_terminated(signum: int, _frame: Any) -> None:
 @click.argument("name")
 @click.argument("partition")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--allow-open-window", is_flag=True,
+              help="Snapshot a partition whose window has not closed yet (its rows may still change).")
 @click.pass_context
-def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool) -> None:
+def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool, allow_open_window: bool) -> None:
     """Snapshot partition PARTITION of catalog entry NAME now (no Dagster run is recorded).
+
+    PARTITION must be one of the catalog's partitions in its canonical form (daily: YYYY-MM-DD),
+    within its start and end, and closed (unless --allow-open-window); otherwise exit 2. A version
+    that failed a blocking check stays published as evidence and the command exits 1 (not trainable).
 
     Exit status: 0 published (or already published), 1 failed (one line on stderr naming the cause:
     the source's error, a full disk, a refused write), 130 interrupted by Ctrl-C (SIGINT), 143
@@ -79,12 +85,17 @@ def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool) -> No
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+        from snapshot_platform.partitions import PartitionKeyError, window_for
         from snapshot_platform.snapshotter import take_snapshot
 
         catalog = load_catalog(ctx.obj["catalog"])
         if name not in catalog.snapshots:
             raise click.ClickException(f"{name!r} is not a snapshot in {catalog.path}")
-        outcome = take_snapshot(catalog, name, partition, _store(ctx))
+        try:
+            window = window_for(catalog.snapshots[name].partitions, partition, allow_open=allow_open_window)
+        except PartitionKeyError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+        outcome = take_snapshot(catalog, name, partition, _store(ctx), window=window)
     except (CatalogError, ValueError, SourceError, SecretMissingError, StorageWriteError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     except _Terminated:
@@ -98,10 +109,21 @@ def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool) -> No
     m = outcome.result.manifest
     if as_json:
         _emit({"created": outcome.result.created, "seconds": outcome.seconds, "manifest": m})
+        _exit_if_untrainable(name, partition, m["version"], outcome.checks)
         return
     verb = "published" if outcome.result.created else "unchanged, already published as"
     click.echo(f"{name}/{partition}: {verb} version {m['version']} ({m['row_count']} rows, {outcome.seconds:.2f}s)")
     click.echo(f"  {outcome.result.uri}")
+    _exit_if_untrainable(name, partition, m["version"], outcome.checks)
+
+
+def _exit_if_untrainable(name: str, partition: str, version: str, checks: dict[str, Any]) -> None:
+    """Exit 1 when the snapshot failed a blocking check: published as evidence, not trainable."""
+    failed = sorted(n for n, c in checks.items() if c.get("blocking") and not c.get("passed"))
+    if failed:
+        click.echo(f"{name}/{partition} version {version} failed blocking checks {', '.join(failed)}: "
+                   "it stays published as evidence, but it is not trainable", err=True)
+        sys.exit(1)
 
 
 @main.command(name="list")
@@ -112,34 +134,52 @@ def list_(ctx: click.Context, name: str | None, as_json: bool) -> None:
     """List snapshots, or the partitions and versions of snapshot NAME."""
     store = _store(ctx)
     _check_name(store, name)
+    unreadable: list[str] = []  # manifests that cannot be believed: named on stderr, exit 1
     if name is None:
         rows = []
         for asset in store.assets():
             parts = store.partitions(asset)
-            n_versions = sum(len(store.versions(asset, p)) for p in parts)
+            n_versions = 0
+            for p in parts:
+                found, bad = store.scan(asset, p)
+                n_versions += len(found)
+                unreadable.extend(bad)
             rows.append({"asset": asset, "partitions": len(parts), "versions": n_versions,
                          "latest_partition": parts[-1] if parts else None})
         if as_json:
             _emit(rows)
-            return
-        if not rows:
-            click.echo(f"no snapshots in {store}")
-        for r in rows:
-            click.echo(f"{r['asset']}: {r['partitions']} partitions, {r['versions']} versions, "
-                       f"latest partition {r['latest_partition']}")
+        else:
+            if not rows:
+                click.echo(f"no snapshots in {store}")
+            for r in rows:
+                click.echo(f"{r['asset']}: {r['partitions']} partitions, {r['versions']} versions, "
+                           f"latest partition {r['latest_partition']}")
+        _exit_if_unreadable(unreadable)
         return
     rows = []
     for p in store.partitions(name):
-        for m in store.versions(name, p):
+        found, bad = store.scan(name, p)
+        unreadable.extend(bad)
+        for m in found:
             rows.append({"partition": p, "version": m["version"], "created_at": m["created_at"],
                          "row_count": m["row_count"], "dagster_run_id": m.get("dagster_run_id")})
     if as_json:
         _emit(rows)
+        _exit_if_unreadable(unreadable)
         return
     if not rows:
         click.echo(f"no published versions of {name} in {store}")
     for r in rows:
         click.echo(f"{name}/{r['partition']}  {r['version']}  {r['row_count']:>10} rows  {r['created_at']}")
+    _exit_if_unreadable(unreadable)
+
+
+def _exit_if_unreadable(problems: list[str]) -> None:
+    """Name every manifest that cannot be believed (on stderr) and exit 1; the rest was listed."""
+    for problem in problems:
+        click.echo(f"unreadable manifest, skipped: {problem}", err=True)
+    if problems:
+        sys.exit(1)
 
 
 @main.command()
@@ -189,25 +229,30 @@ def show(ctx: click.Context, name: str, partition: str, version: str | None, as_
 @click.option("--fail-on-checks", is_flag=True, help="Also exit 1 when a version failed a blocking check.")
 @click.pass_context
 def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: bool) -> None:
-    """Re-hash every file of every version (of NAME, or of all snapshots); exit 1 on any mismatch.
+    """Check that every version (of NAME, or of all snapshots) proves itself; exit 1 on any problem.
 
-    Also reports each version's recorded check outcomes."""
+    Re-hashes every file, recomputes the version id from the files, compares Parquet row counts with
+    the manifest, reports unlisted files, a manifest outside its own folder or unreadable (named,
+    the other versions are still verified), and a recorded blocking check the rows contradict
+    (key_unique, not_null, min_rows are re-derived). Also reports each version's recorded check
+    outcomes."""
     store = _store(ctx)
     _check_name(store, name)
     assets = [name] if name else store.assets()
     results = []
     for asset in assets:
         for p in store.partitions(asset):
-            try:
-                manifests = store.versions(asset, p)
-            except ManifestError as exc:
+            manifests, unreadable = store.scan(asset, p)
+            for problem in unreadable:  # named, and every other version is still verified
                 results.append({"asset": asset, "partition": p, "version": None, "ok": False,
-                                "problems": [str(exc)]})
-                continue
+                                "problems": [problem], "failed_blocking_checks": [], "check_warnings": []})
             for m in manifests:
-                problems = store.verify_version(m)
+                try:
+                    problems = store.verify_version(m)
+                except (OSError, ValueError) as exc:  # storage unreachable mid-way: report, go on
+                    problems = [f"{store.file_uri(m, '')}: cannot be read: {type(exc).__name__}: {exc}"]
                 failed_checks = blocking_failures(m)
-                warned = sorted(n for n, c in (m.get("checks") or {}).items() if not c["passed"] and not c["blocking"])
+                warned = sorted(n for n, c in (m.get("checks") or {}).items() if not c["passed"] and not c.get("blocking"))
                 ok = not problems and not (fail_on_checks and failed_checks)
                 results.append({"asset": asset, "partition": p, "version": m["version"],
                                 "ok": ok, "problems": problems, "failed_blocking_checks": failed_checks,

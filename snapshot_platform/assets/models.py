@@ -44,7 +44,7 @@ from snapshot_platform.catalog import Catalog, ModelSpec
 from snapshot_platform.gate import UntrainableSnapshot
 from snapshot_platform.partitions import partitions_def
 from snapshot_platform.resources import SnapshotStoreResource, recorded_version
-from snapshot_platform.store import SnapshotNotFound, SnapshotStore
+from snapshot_platform.store import IntegrityError, ManifestError, SnapshotNotFound, SnapshotStore
 from snapshot_platform.training.mlflow_logging import (
     TAG_DAGSTER_ASSET,
     TAG_DAGSTER_PARTITION,
@@ -133,6 +133,8 @@ def resolve_versions(
             manifests.append(store.read_manifest(snapshot, pk, version))
         except SnapshotNotFound as exc:
             raise Failure(description=f"{exc}; materialize snapshots/{snapshot} for {pk} first") from None
+        except ManifestError as exc:  # malformed, or not describing its own folder
+            raise Failure(description=f"{snapshot}/{pk}: the version cannot be trusted: {exc}") from None
     return manifests, how
 
 
@@ -207,7 +209,7 @@ def build_model_asset(catalog: Catalog, name: str, spec: ModelSpec) -> AssetsDef
         try:
             result = train(name, spec, manifests, store, key=snap.key,
                            override_reason=config.allow_failed_checks_reason)
-        except (UntrainableSnapshot, TrainingError) as exc:
+        except (UntrainableSnapshot, TrainingError, IntegrityError) as exc:
             raise Failure(description=str(exc)) from None
         if result.checks_overridden:
             context.log.warning(f"trained despite failed blocking checks {result.checks_overridden}: "
