@@ -674,3 +674,20 @@ def test_sentinel_secret_reaches_nothing_dagster_or_the_project_persist(
     for root in (platform_env.dagster_home, platform_env.storage, platform_env.home):
         for p in pieces:
             assert files_containing(root, p) == [], (root, p)
+
+
+def test_the_read_only_session_alone_stops_neither_dblink_nor_pg_terminate_backend(pg_admin_db: str,
+                                                                                    store: SnapshotStore) -> None:
+    """Why a privileged role is refused: let through (allow_privileged_role), a superuser's query commits
+    an UPDATE through dblink and kills another session, although the read ran READ ONLY."""
+    catalog = catalog_for("postgres", DBLINK_UPDATE, url=pg_admin_db, allow_privileged_role=True)
+    take_snapshot(catalog, "snap", DAY, store)
+    assert pg_days(pg_admin_db) != ["2024-03-10", "2024-03-10"]  # written (once per row), committed
+    with psycopg.connect(pg_admin_db, autocommit=True) as bystander:
+        pid = bystander.execute("SELECT pg_backend_pid()").fetchone()[0]
+        catalog = catalog_for("postgres", f"SELECT id, pg_terminate_backend({pid}) AS killed FROM t "
+                              "WHERE d >= :partition_start - interval '9 days' AND d < :partition_end + interval '9 days'",
+                              url=pg_admin_db, allow_privileged_role=True)
+        take_snapshot(catalog, "snap", DAY, store)
+        with pytest.raises(psycopg.OperationalError):
+            bystander.execute("SELECT 1")
