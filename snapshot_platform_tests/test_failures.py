@@ -342,3 +342,86 @@ def test_a_run_whose_process_was_killed_ends_failed(
         assert instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)
         messages = [e.dagster_event.message or "" for e in instance.all_logs(run_id) if e.dagster_event]
     assert any("exceeding maximum runtime of 5 seconds" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupting_dagster_mid_stream_cleans_up_and_logs_why(
+    sig: signal.Signals, failure_catalog: Path, events_db: str, platform_env: PlatformEnv
+) -> None:
+    """Dagster turns the signal into an interrupt of the step: our clean-up runs in the step process
+    (query cancelled on the server, staging removed, nothing published), the run ends failed or
+    canceled, and the step's failure in the event log says it was interrupted; nothing crashes."""
+    env = {**os.environ, "SNAPSHOT_PLATFORM_CATALOG": str(failure_catalog),
+           "SNAPSHOT_PLATFORM_STORAGE_URL": str(platform_env.storage),
+           "SNAPSHOT_PLATFORM_HOME": str(platform_env.home), "DAGSTER_HOME": str(platform_env.dagster_home)}
+    holder = psycopg.connect(events_db, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (LOCK,))
+    run = subprocess.Popen(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "snapshot_platform.definitions",
+         "--select", "snapshots/events_held", "--partition", PARTITION],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_until("staged rows", lambda: staged_parts(platform_env.storage), timeout=180)
+        wait_until("the stream waiting on the lock", lambda: held_backend(events_db))
+        run.send_signal(sig)  # the lock stays held: only the server-side cancel ends the fetch
+        output, _ = run.communicate(timeout=120)
+    finally:
+        stop_group(run)
+        holder.close()
+    assert run.returncode != 0, output
+    for sign in ("Segmentation fault", "signal 11", "Fatal Python error", "core dumped"):
+        assert sign not in output, output
+    (status,) = run_statuses(platform_env.dagster_home).values()
+    assert status in ("FAILURE", "CANCELED"), status
+    failures = step_failures(platform_env.dagster_home)
+    assert "interrupt" in failures.get("snapshots__events_held", "").lower(), failures
+    assert_nothing_left(platform_env.storage, "events_held")
+    wait_until("the snapshot's session to end", lambda: no_backend(events_db), timeout=30)
+
+
+def test_interrupt_mid_stream_on_mysql_kills_the_query(
+    mysql_database: str, mysql_server: dict[str, Any], write_catalog: Callable[..., Path],
+    platform_env: PlatformEnv
+) -> None:
+    """PyMySQL's reader thread waits in a socket read the Ctrl-C cannot reach: the store's cancel
+    (KILL QUERY from a second session) ends it, and the command exits 130 without waiting for the row."""
+    import pymysql
+
+    db = mysql_database.rsplit("/", 1)[1]
+    with pymysql.connect(**mysql_server, database=db) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE events (id INT PRIMARY KEY, ts DATETIME NOT NULL, payload CHAR(64) NOT NULL)")
+        cur.execute(f"INSERT INTO events SELECT seq, '2024-01-01 00:00:00' + INTERVAL (seq % 80000) SECOND,"
+                    f" CONCAT(MD5(seq), MD5(seq * 7)) FROM seq_1_to_{ROWS}")
+    catalog = write_catalog({
+        "sources": {"shop": {"kind": "mysql", "url": mysql_database, "max_attempts": 1,
+                             "allow_privileged_role": True}},  # the test server's only user is root
+        "snapshots": {"events_held": {
+            "source": "shop", "key": ["id"], "partitions": {"cadence": "daily", "start": "2024-01-01"},
+            "query": "SELECT id, ts, payload FROM events WHERE :partition_start < :partition_end"
+                     f" AND (id <> {HELD_ID} OR GET_LOCK('sp_failures', 600) >= 0)"}},
+    })
+
+    def waiting_on_lock() -> bool:
+        with pymysql.connect(**mysql_server) as c, c.cursor() as cur:
+            cur.execute("SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = %s AND STATE = 'User lock'", (db,))
+            return cur.fetchone()[0] > 0
+
+    holder = pymysql.connect(**mysql_server)
+    holder.cursor().execute("SELECT GET_LOCK('sp_failures', 10)")
+    proc = subprocess.Popen([*CLI, "snapshot", "events_held", PARTITION], env=cli_env(catalog, platform_env.storage, platform_env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until("staged rows", lambda: staged_parts(platform_env.storage))
+        wait_until("the stream waiting on the lock", waiting_on_lock)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        holder.close()
+    assert_no_crash(proc, stderr)
+    assert proc.returncode == 130, stderr
+    assert [line for line in stderr.strip().splitlines() if "privileged role" not in line] == [
+        f"snapshot-platform: events_held/{PARTITION} interrupted (Ctrl-C); nothing published"]
+    assert_nothing_left(platform_env.storage, "events_held")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import struct
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qsl, unquote
@@ -329,6 +330,12 @@ class MySQLSource(Source):
             program_name="snapshot_platform",
         )
 
+    def _kill_query(self, thread_id: int) -> None:
+        """End the read's query from another session (``KILL QUERY``: a user may kill its own
+        queries without any privilege): the thread blocked reading its rows then gets an error."""
+        with contextlib.closing(self._connect(False)) as other, other.cursor() as cur:
+            cur.execute("KILL QUERY %s", (int(thread_id),))
+
     # ------------------------------------------------------------ the read
 
     @contextlib.contextmanager
@@ -416,7 +423,7 @@ class MySQLSource(Source):
                     yield self._batch(rows, schema, converters, types)
 
             yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
-                             source_types=types)
+                             source_types=types, cancel=functools.partial(self._kill_query, conn.thread_id()))
         except pymysql.err.MySQLError as exc:
             raise self._error(exc, stage) from None
         finally:

@@ -183,7 +183,8 @@ class SqliteSource(Source):
             state = {"engine": "sqlite", "sqlite_version": sqlite3.sqlite_version,
                      "data_version": conn.execute("PRAGMA data_version").fetchone()[0]}
             yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
-                             source_types={c.name: c.source_type for c in columns})
+                             source_types={c.name: c.source_type for c in columns},
+                             cancel=conn.interrupt)  # thread-safe: ends the running statement
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
