@@ -591,7 +591,7 @@ def test_a_missing_part_is_reported(peer, store, prefix):
     key = version_prefix(prefix, result.version) + result.manifest["files"][0]["path"]
     store.root.fs.rm(f"{peer.bucket}/{key}")
     [problem] = store.verify_version(result.manifest)
-    assert problem == f"{peer.scheme}://{peer.bucket}/{key}: missing"
+    assert problem == f"{peer.scheme}://{peer.bucket}/{key}: missing, listed in the manifest"
     with pytest.raises(IntegrityError, match="missing"):
         store.read_table(ASSET, PARTITION)
 
