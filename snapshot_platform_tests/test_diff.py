@@ -1,4 +1,4 @@
-"""The streaming keyed diff of two snapshot versions (``snapshot_platform.training.diff``) and ``diff`` CLI.
+"""The streaming keyed diff of two snapshot versions (``snapshot_platform.store.diff``) and ``diff`` CLI.
 
 Versions are published here with tiny row groups and parts, and diffed in tiny batches, so that the
 merge-join crosses many batch, row-group and part boundaries on both sides; every count is exact.
@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from snapshot_platform.cli import main
 from snapshot_platform.store import SnapshotStore, WriterSettings
-from snapshot_platform.training.diff import diff_versions, schema_changes
+from snapshot_platform.store.diff import diff_versions, schema_changes
 
 SMALL = WriterSettings(row_group_rows=64, part_rows=256)  # 1,000 rows: 4 parts of 4 row groups
 
@@ -171,3 +171,24 @@ def test_diff_cli(store: SnapshotStore, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "corrupt" in res.stderr
     res = runner.invoke(main, ["diff", "--help"])
     assert res.exit_code == 0 and "--json" in res.stdout
+
+
+def test_nothing_is_read_from_a_version_that_does_not_prove_itself(store: SnapshotStore, tmp_path: Path) -> None:
+    """The diff takes a version's schema from its hash-verified footers, not from an unchecked file:
+    a first part whose footer was overwritten is reported as corruption (exit 2), not a traceback."""
+    from snapshot_platform.store import IntegrityError
+
+    a = publish(store, pa.table(base(300)), ["id"], asset="customers", partition="2024-01-01")
+    cols = base(300)
+    cols["amount"][7] += 1
+    b = publish(store, pa.table(cols), ["id"], asset="customers", partition="2024-01-01")
+    first = Path(str(store.version_dir("customers", "2024-01-01", b["version"]))) / b["files"][0]["path"]
+    raw = bytearray(first.read_bytes())
+    raw[-8:] = b"\x00" * 8  # the footer's length and magic: not a Parquet file any more
+    first.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match=f"{b['files'][0]['path']}: sha256 .* does not match"):
+        diff_versions(store, a, b)
+    res = CliRunner().invoke(main, ["--storage", str(tmp_path / "storage"), "diff", "customers", "2024-01-01",
+                                    "--from", a["version"], "--to", b["version"], "--json"])
+    assert res.exit_code == 2, res.output
+    assert "corrupt snapshot" in json.loads(res.stdout)["error"] and "sha256" in res.stdout

@@ -244,7 +244,7 @@ def gc(ctx: click.Context, older_than: Any, dry_run: bool, as_json: bool) -> Non
 def diff_(ctx: click.Context, name: str, partition: str, version_from: str, version_to: str | None,
           as_json: bool, batch_rows: int) -> None:
     """Diff two versions of snapshot NAME partition PARTITION, keyed on the catalog key, streamed."""
-    from snapshot_platform.training.diff import DiffError, diff_versions
+    from snapshot_platform.store.diff import DiffError, diff_versions
 
     store = store_of(ctx)
     try:

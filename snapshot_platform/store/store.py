@@ -461,6 +461,11 @@ class SnapshotStore:
         self._check_files(manifest, problems, strict)
         if problems:  # the bytes are not what the manifest describes: read nothing
             return
+        yield from self._stream_parts(manifest, columns, batch_rows, problems, strict)
+
+    def _stream_parts(self, manifest: dict[str, Any], columns: list[str] | None, batch_rows: int,
+                      problems: list[str], strict: bool) -> Iterator[pa.RecordBatch]:
+        """The rows of a version :meth:`_check_files` passed, with its row checks re-derived."""
         derive = RowChecks(manifest)
         need = derive.columns()
         read_cols = None if columns is None else list(dict.fromkeys([*columns, *need]))
@@ -505,6 +510,19 @@ class SnapshotStore:
         by row group (published files are write-once, so the second pass reads the verified bytes).
         """
         yield from self._read_parts(manifest, columns, batch_rows, [], strict=True)
+
+    def open_verified(
+        self, manifest: dict[str, Any], columns: list[str] | None = None, batch_rows: int = 65_536
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Verify a version now, as :meth:`iter_batches` does before its first row (an
+        :class:`IntegrityError` when it does not prove itself), and return its Arrow schema (read
+        from the hash-verified footers, so known even for a version without rows) and the stream of
+        its rows (row checks re-derived on the way, as :meth:`iter_batches`)."""
+        schema = self._check_files(manifest, [], strict=True)
+        if schema is None:  # cannot happen: strict raised at the first unreadable part
+            raise IntegrityError(f"{manifest['asset']}/{manifest['partition']} version {manifest['version']}: "
+                                 "no readable part; the snapshot is corrupt")
+        return schema, self._stream_parts(manifest, columns, batch_rows, [], strict=True)
 
     def read_table(
         self, asset: str, partition: str, version: str | None = None, columns: list[str] | None = None

@@ -1,7 +1,7 @@
 """Training on pinned snapshot versions, with full lineage in MLflow.
 
 A plain library, like ``store/``: no Dagster import. The Dagster asset ``models/<name>``
-(``assets/models.py``) and the CLI (``reproduce``, ``compare``, ``diff``) wire it.
+(``assets/models.py``) and the CLI (``reproduce``, ``compare``) wire it.
 
 - ``estimator``: a catalog estimator spec → a scikit-learn estimator, seeded for determinism
 - ``split``: the deterministic train/test split by a stable hash of the key
@@ -10,6 +10,5 @@ A plain library, like ``store/``: no Dagster import. The Dagster asset ``models/
 - ``plots``: confusion matrix, residuals, feature importances (matplotlib, Agg)
 - ``mlflow_logging``: one MLflow run per training, datasets, model, registry; reading runs back
 - ``reproduce``: retrain from a run's lock and compare metrics
-- ``diff``: a streaming, keyed diff of two snapshot versions
 - ``compare``: two runs side by side: metrics, data, spec, and a verdict
 """

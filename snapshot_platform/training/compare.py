@@ -1,7 +1,7 @@
 """Two training runs side by side: did the model improve, or did the data change?
 
 Metrics (a, b, delta, which is better), the model spec and code version of each, and for every
-snapshot partition either run trained on, a keyed data diff of the two versions (``diff.py``).
+snapshot partition either run trained on, a keyed data diff of the two versions (``store/diff.py``).
 The verdict names what differs: only the data, only the model, both (confounded), or neither.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from snapshot_platform.store import SnapshotNotFound, SnapshotStore
-from snapshot_platform.training.diff import DEFAULT_BATCH_ROWS, DiffError, diff_versions
+from snapshot_platform.store.diff import DEFAULT_BATCH_ROWS, DiffError, diff_versions
 from snapshot_platform.training.mlflow_logging import MODEL_SPEC_NAME, MlflowTracking
 
 HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"}

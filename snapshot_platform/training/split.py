@@ -5,73 +5,27 @@
 changed is still in the test set), no random generator or row order is involved, and the same
 function gives the same answer in any process, on any machine, in any year.
 
-Values are canonicalised before hashing, so a key that arrives as ``5``, ``5.0`` or ``Decimal('5')``
-(a type that changed between versions) hashes the same; strings hash as themselves.
+Values are canonicalised before hashing (``store/keys.py``, shared with the snapshot diff), so a
+key that arrives as ``5``, ``5.0`` or ``Decimal('5')`` (a type that changed between versions)
+hashes the same; strings hash as themselves.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import hashlib
-import math
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
+from snapshot_platform.store.keys import SEP, key_strings
+
 SPLIT_VERSION = "snapshot_platform.split.v1"
-_SEP = "\x1f"
-_NULL = "\x00"
-
-
-def canonical(value: Any) -> str:
-    """One value's canonical text: the same for equal numbers of any type, ISO for times."""
-    if value is None or value is pd.NaT:
-        return _NULL
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        if math.isnan(f):
-            return _NULL
-        if f.is_integer():
-            return str(int(f))
-        return repr(f)
-    if isinstance(value, decimal.Decimal):
-        if value.is_nan():
-            return _NULL
-        if value == value.to_integral_value():
-            return str(int(value))
-        return format(value.normalize(), "f")
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if isinstance(value, (dt.date, dt.datetime, dt.time)):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    return str(value)
-
-
-def _column_strings(s: pd.Series) -> list[str]:
-    if pd.api.types.is_integer_dtype(s.dtype) and not s.hasnans:
-        return s.astype("int64").astype(str).tolist()
-    return [canonical(v) for v in s.tolist()]
-
-
-def key_strings(df: pd.DataFrame, by: list[str]) -> list[str]:
-    """The canonical key of each row (columns joined by U+001F)."""
-    cols = [_column_strings(df[c]) for c in by]
-    if len(cols) == 1:
-        return cols[0]
-    return [_SEP.join(parts) for parts in zip(*cols)]
 
 
 def bucket(key: str) -> float:
     """The key's position in [0, 1)."""
-    digest = hashlib.sha256((SPLIT_VERSION + _SEP + key).encode("utf-8")).digest()
+    digest = hashlib.sha256((SPLIT_VERSION + SEP + key).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 

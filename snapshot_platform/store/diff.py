@@ -1,8 +1,10 @@
 """A keyed diff of two snapshot versions, streamed: rows added, removed, changed; schema; column shifts.
 
 Both versions are sorted by the catalog key (the source orders every snapshot by it), so the diff
-is a merge-join over ``store.iter_batches`` of both: each side holds at most about one batch beyond
-the current key bound, and rows are compared by a 64-bit hash per non-key column (the columns both
+is a merge-join over the verified rows of both (``SnapshotStore.open_verified`` hashes every part
+and recomputes the version id before the first row, and gives the schema from the verified
+footers: nothing is read from a version that does not prove itself). Each side holds at most
+about one batch beyond the current key bound, and rows are compared by a 64-bit hash per non-key column (the columns both
 versions have), which also says which columns changed. Per-column summary statistics (rows, nulls,
 mean, std, min, max) are accumulated batch by batch on each side.
 
@@ -28,8 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from snapshot_platform.store import SnapshotStore
-from snapshot_platform.training.split import key_strings
+from snapshot_platform.store.diff_stats import TableStats, column_shifts, json_value, stat_kind
+from snapshot_platform.store.keys import key_strings
+from snapshot_platform.store.store import SnapshotStore
 
 DEFAULT_BATCH_ROWS = 65_536
 SAMPLE_KEYS = 5
@@ -37,6 +40,10 @@ SAMPLE_KEYS = 5
 
 class DiffError(ValueError):
     pass
+
+
+# a side of the diff: its verified Arrow schema and its rows (None and nothing for an absent version)
+_Opened = tuple[pa.Schema | None, Iterator[pa.RecordBatch]]
 
 
 class _Unordered(Exception):
@@ -67,109 +74,12 @@ def schema_changes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[d
     return out
 
 
-# ---------------------------------------------------------------- column statistics
-
-
-def _stat_kind(t: pa.DataType) -> str:
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t):
-        return "numeric"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_temporal(t):
-        return "ordered"
-    return "other"
-
-
-def _json_value(v: Any) -> Any:
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return str(v)
-
-
-@dataclass
-class _ColumnStats:
-    kind: str
-    rows: int = 0
-    nulls: int = 0
-    n: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-    min: Any = None
-    max: Any = None
-
-    def update(self, arr: pa.Array) -> None:
-        self.rows += len(arr)
-        if self.kind == "numeric":
-            values = arr.cast(pa.float64())
-            nan = pc.is_nan(values).fill_null(False)
-            values = values.filter(pc.and_(pc.is_valid(values), pc.invert(nan)))
-            nb = len(values)
-            self.nulls += len(arr) - nb
-            if nb == 0:
-                return
-            mb = pc.mean(values).as_py()
-            m2b = pc.variance(values, ddof=0).as_py() * nb
-            delta = mb - self.mean
-            total = self.n + nb
-            self.mean += delta * nb / total
-            self.m2 += m2b + delta * delta * self.n * nb / total
-            self.n = total
-            mm = pc.min_max(values).as_py()
-        else:
-            self.nulls += arr.null_count
-            if self.kind != "ordered" or arr.null_count == len(arr):
-                return
-            mm = pc.min_max(arr).as_py()
-        lo, hi = mm["min"], mm["max"]
-        self.min = lo if self.min is None or lo < self.min else self.min
-        self.max = hi if self.max is None or hi > self.max else self.max
-
-    def result(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"rows": self.rows, "nulls": self.nulls,
-                               "null_fraction": self.nulls / self.rows if self.rows else 0.0}
-        if self.kind == "numeric":
-            out.update(mean=self.mean if self.n else None,
-                       std=math.sqrt(self.m2 / self.n) if self.n else None,
-                       min=self.min, max=self.max)
-        elif self.kind == "ordered":
-            out.update(min=_json_value(self.min), max=_json_value(self.max))
-        return out
-
-
-class _TableStats:
-    def __init__(self, schema: pa.Schema):
-        self.columns = {f.name: _ColumnStats(_stat_kind(f.type)) for f in schema}
-
-    def update(self, batch: pa.RecordBatch) -> None:
-        for name, st in self.columns.items():
-            st.update(batch.column(name))
-
-    def result(self) -> dict[str, dict[str, Any]]:
-        return {name: st.result() for name, st in self.columns.items()}
-
-
-def column_shifts(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per column: the statistics of each side and how they moved (b − a)."""
-    out: dict[str, Any] = {}
-    for name in list(a) + [n for n in b if n not in a]:
-        sa, sb = a.get(name), b.get(name)
-        shift: dict[str, Any] = {}
-        if sa and sb:
-            shift["null_fraction"] = sb["null_fraction"] - sa["null_fraction"]
-            for k in ("mean", "std", "min", "max"):
-                va, vb = sa.get(k), sb.get(k)
-                if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and not isinstance(va, bool):
-                    shift[k] = vb - va
-            if sa.get("std") and sb.get("mean") is not None and sa.get("mean") is not None:
-                shift["mean_in_std_a"] = (sb["mean"] - sa["mean"]) / sa["std"]
-        out[name] = {"a": sa, "b": sb, "shift": shift}
-    return out
-
-
 # ---------------------------------------------------------------- row comparison
 
 
 def _hash_cast(ta: pa.DataType, tb: pa.DataType) -> pa.DataType | None:
     """The type both sides are brought to before hashing a common column (None: as it is)."""
-    num_a, num_b = _stat_kind(ta) == "numeric", _stat_kind(tb) == "numeric"
+    num_a, num_b = stat_kind(ta) == "numeric", stat_kind(tb) == "numeric"
     if ta.equals(tb):
         return pa.string() if pa.types.is_decimal(ta) else None  # decimals hash exactly as text
     if num_a and num_b:
@@ -224,7 +134,7 @@ class _Tally:
         room = self.sample - len(self.samples[what])
         if room > 0 and len(keys):
             for row in keys.head(room).to_dict("records"):
-                self.samples[what].append({k: _json_value(v.item() if hasattr(v, "item") else v)
+                self.samples[what].append({k: json_value(v.item() if hasattr(v, "item") else v)
                                            for k, v in row.items()})
 
     def join(self, a: pd.DataFrame, b: pd.DataFrame, on: list[str]) -> None:
@@ -285,7 +195,7 @@ def _lex(cols_x: list[np.ndarray], cols_y: list[Any]) -> tuple[np.ndarray, np.nd
 class _Side:
     """One version's prepared batches, with its order checked as they arrive."""
 
-    def __init__(self, batches: Iterator[pa.RecordBatch], plan: _Plan, side: str, stats: _TableStats | None,
+    def __init__(self, batches: Iterator[pa.RecordBatch], plan: _Plan, side: str, stats: TableStats | None,
                  empty: pd.DataFrame):
         self.batches = batches
         self.plan = plan
@@ -334,15 +244,22 @@ class _Side:
         return out.reset_index(drop=True)
 
 
-def _merge_join(store: SnapshotStore, a: dict | None, b: dict | None, plan: _Plan, schemas: tuple,
-                batch_rows: int, sample: int) -> tuple[_Tally, dict, dict]:
+def _open(store: SnapshotStore, manifest: dict[str, Any] | None, batch_rows: int) -> _Opened:
+    """One side, verified by the store before anything is read from it (``open_verified``: every
+    part hashed, the version id recomputed; the row checks re-derived as the rows stream)."""
+    if manifest is None:
+        return None, iter(())
+    return store.open_verified(manifest, batch_rows=batch_rows)
+
+
+def _merge_join(side_a: _Opened, side_b: _Opened, plan: _Plan, sample: int) -> tuple[_Tally, dict, dict]:
     tally = _Tally(plan, sample)
-    stats_a = _TableStats(schemas[0]) if schemas[0] is not None else None
-    stats_b = _TableStats(schemas[1]) if schemas[1] is not None else None
+    stats_a = TableStats(side_a[0]) if side_a[0] is not None else None
+    stats_b = TableStats(side_b[0]) if side_b[0] is not None else None
     hashes = {f"__h{i}": np.zeros(0, np.uint64) for i in range(len(plan.common))}
     empty = pd.DataFrame({k: [] for k in plan.key} | hashes)
-    sa = _Side(store.iter_batches(a, batch_rows=batch_rows) if a else iter(()), plan, "a", stats_a, empty)
-    sb = _Side(store.iter_batches(b, batch_rows=batch_rows) if b else iter(()), plan, "b", stats_b, empty)
+    sa = _Side(side_a[1], plan, "a", stats_a, empty)
+    sb = _Side(side_b[1], plan, "b", stats_b, empty)
     while True:
         for s in (sa, sb):
             while not s.done and not len(s.buf):
@@ -364,17 +281,18 @@ def _merge_join(store: SnapshotStore, a: dict | None, b: dict | None, plan: _Pla
 # ---------------------------------------------------------------- hash-partitioned join
 
 
-def _hash_join(store: SnapshotStore, a: dict | None, b: dict | None, plan: _Plan, schemas: tuple,
+def _hash_join(store: SnapshotStore, a: dict | None, b: dict | None, plan: _Plan,
                batch_rows: int, sample: int) -> tuple[_Tally, dict, dict]:
     rows = max(a["row_count"] if a else 0, b["row_count"] if b else 0)
     n_buckets = max(1, math.ceil(rows / (4 * batch_rows)))
     tally = _Tally(plan, sample)
     results = []
     with tempfile.TemporaryDirectory(prefix="snapshot-diff-") as tmp:
-        for side, manifest, schema in (("a", a, schemas[0]), ("b", b, schemas[1])):
-            stats = _TableStats(schema) if schema is not None else None
+        for side, manifest in (("a", a), ("b", b)):
+            schema, batches = _open(store, manifest, batch_rows)  # verified again: a second read
+            stats = TableStats(schema) if schema is not None else None
             writers: dict[int, pq.ParquetWriter] = {}
-            for batch in (store.iter_batches(manifest, batch_rows=batch_rows) if manifest else ()):
+            for batch in batches:
                 if stats is not None:
                     stats.update(batch)
                 if batch.num_rows == 0:
@@ -403,16 +321,6 @@ def _hash_join(store: SnapshotStore, a: dict | None, b: dict | None, plan: _Plan
 
 
 # ---------------------------------------------------------------- entry point
-
-
-def _arrow_schema(store: SnapshotStore, manifest: dict[str, Any] | None) -> pa.Schema | None:
-    """The version's Arrow schema from its first part's Parquet footer (the data is verified as it streams)."""
-    if manifest is None:
-        return None
-    first = manifest["files"][0]["path"]
-    path = store.version_dir(manifest["asset"], manifest["partition"], manifest["version"]) / first
-    with path.open("rb") as f:
-        return pq.ParquetFile(f).schema_arrow
 
 
 def diff_versions(
@@ -453,13 +361,13 @@ def diff_versions(
         return {**out, "same_version": True, "rows_added": 0, "rows_removed": 0, "rows_changed": 0,
                 "rows_unchanged": a["row_count"], "changed_by_column": {}, "columns": {},
                 "samples": {"added": [], "removed": [], "changed": []}, "method": "same version"}
-    schemas = (_arrow_schema(store, a), _arrow_schema(store, b))
-    plan = _plan(key, *schemas)
+    side_a, side_b = _open(store, a, batch_rows), _open(store, b, batch_rows)
+    plan = _plan(key, side_a[0], side_b[0])
     try:
-        tally, st_a, st_b = _merge_join(store, a, b, plan, schemas, batch_rows, sample)
+        tally, st_a, st_b = _merge_join(side_a, side_b, plan, sample)
         method = "merge-join on the key"
     except _Unordered as exc:
-        tally, st_a, st_b = _hash_join(store, a, b, plan, schemas, batch_rows, sample)
+        tally, st_a, st_b = _hash_join(store, a, b, plan, batch_rows, sample)
         method = f"hash-partitioned join ({exc})"
     return {
         **out,
