@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--python-yaml", action="store_true", help="force PyYAML's pure-Python parser")
     args = p.parse_args()
 
-    from snapshot_platform import catalog as catalog_module
+    from snapshot_platform.catalog import loading as catalog_module
 
     if args.python_yaml:
         catalog_module._YamlLoader = yaml.SafeLoader

@@ -1,4 +1,7 @@
-"""Secret references resolved at run time: AWS Secrets Manager (``{aws_secret: NAME, key: FIELD}``).
+"""Secret references (``{env: NAME}``, ``{aws_secret: NAME, key: FIELD}``) and their values at run time.
+
+The catalog holds secrets only as these references; :func:`resolve` turns one into its value when a
+connection opens. This module imports nothing of the catalog.
 
 A secret is fetched when a connection opens, with ``VersionStage="AWSCURRENT"`` (after a rotation the
 new version carries that label), and kept in this process's memory only: never on disk, never in a
@@ -13,10 +16,69 @@ environment); ``AWS_ENDPOINT_URL_SECRETS_MANAGER`` points it at another endpoint
 from __future__ import annotations
 
 import json
+import os
 import threading
-from typing import Any
+from typing import Any, Union
 
-from snapshot_platform.catalog import AwsSecretRef, SecretMissingError
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvRef(_Strict):
+    """A value read from an environment variable when a connection opens: ``{env: NAME}``."""
+
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    default: str | None = Field(default=None, description="used when the variable is unset (never for secrets)")
+
+    def describe(self) -> str:
+        return f"${{{self.env}}}"
+
+
+class AwsSecretRef(_Strict):
+    """A value kept in AWS Secrets Manager: ``{aws_secret: NAME, key: password, region: eu-west-1}``.
+
+    Fetched when a connection opens (``VersionStage=AWSCURRENT``), kept in memory only, and fetched
+    again after an authentication failure, so a rotated secret is picked up. ``key`` picks one field
+    of a JSON secret (the usual ``{"username": ..., "password": ...}``); without it the whole
+    ``SecretString`` is the value.
+    """
+
+    aws_secret: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9/_+=.@:-]+$")
+    key: str | None = Field(default=None, min_length=1, max_length=256)
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
+
+    def describe(self) -> str:
+        return f"aws-secret:{self.aws_secret}" + (f"#{self.key}" if self.key else "")
+
+
+SecretRef = Union[EnvRef, AwsSecretRef]
+SecretOrLiteral = Union[EnvRef, AwsSecretRef, str]
+
+
+class SecretMissingError(RuntimeError):
+    pass
+
+
+def resolve(value: SecretOrLiteral, refresh: bool = False) -> str:
+    """The plain value of a literal or a reference. Errors name the variable, never a value.
+
+    ``refresh=True`` fetches an AWS secret again instead of using the in-memory copy (after an
+    authentication failure: the secret may have been rotated).
+    """
+    if isinstance(value, AwsSecretRef):
+        return fetch_aws_secret(value, refresh=refresh)
+    if isinstance(value, EnvRef):
+        got = os.environ.get(value.env)
+        if got is None or got == "":
+            if value.default is not None:
+                return os.path.expanduser(value.default) if value.default.startswith("~") else value.default
+            raise SecretMissingError(f"environment variable {value.env} is not set")
+        return got
+    return value
+
 
 _lock = threading.Lock()
 _cache: dict[tuple[str, str | None], str] = {}  # (secret name, region) -> SecretString

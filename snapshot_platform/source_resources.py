@@ -24,8 +24,8 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field, TypeAdapter
 
-from snapshot_platform.catalog import Catalog, SourceSpec
-from snapshot_platform.sources import Source, make_source
+from snapshot_platform.catalog import Catalog
+from snapshot_platform.sources import REGISTRY, Source, SourceSpec, make_source
 
 _SPEC = TypeAdapter(SourceSpec)
 
@@ -50,38 +50,16 @@ class SourceResource(ConfigurableResource):
         return make_source(self.source_name, self.spec())
 
 
-class SqliteSourceResource(SourceResource):
-    """SQLite file opened read-only (the demo's production database)."""
+def _resource_class(kind: str) -> type[SourceResource]:
+    """``PostgresSourceSpec`` -> ``PostgresSourceResource``, its docstring from the registry (the UI shows it)."""
+    engine = REGISTRY[kind]
+    name = engine.spec.__name__.removesuffix("Spec") + "Resource"
+    return type(name, (SourceResource,), {"__doc__": engine.resource_description, "__module__": __name__})
 
 
-class PostgresSourceResource(SourceResource):
-    """PostgreSQL through ADBC: REPEATABLE READ READ ONLY, statement timeout, optional replica-lag guard."""
-
-
-class MySQLSourceResource(SourceResource):
-    """MySQL / MariaDB: START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; GTID as source_state."""
-
-
-class RedshiftSourceResource(SourceResource):
-    """Amazon Redshift: stored credentials or IAM GetClusterCredentials; server-side cursor batches."""
-
-
-class BigQuerySourceResource(SourceResource):
-    """Google BigQuery: service account key or ADC; FOR SYSTEM_TIME AS OF pin; maximum_bytes_billed."""
-
-
-class SnowflakeSourceResource(SourceResource):
-    """Snowflake: password or key pair; bound parameters; query id as source_state."""
-
-
-RESOURCE_CLASSES: dict[str, type[SourceResource]] = {
-    "sqlite": SqliteSourceResource,
-    "postgres": PostgresSourceResource,
-    "mysql": MySQLSourceResource,
-    "redshift": RedshiftSourceResource,
-    "bigquery": BigQuerySourceResource,
-    "snowflake": SnowflakeSourceResource,
-}
+# one resource class per engine: SqliteSourceResource, PostgresSourceResource, MySQLSourceResource, ...
+RESOURCE_CLASSES: dict[str, type[SourceResource]] = {kind: _resource_class(kind) for kind in REGISTRY}
+globals().update({cls.__name__: cls for cls in RESOURCE_CLASSES.values()})
 
 
 def source_resource(name: str, spec: Any) -> SourceResource:

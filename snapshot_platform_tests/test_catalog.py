@@ -21,11 +21,11 @@ import yaml
 from snapshot_platform.catalog import (
     DEMO_CATALOG,
     CatalogError,
-    EnvRef,
-    PostgresSourceSpec,
-    SqliteSourceSpec,
     load_catalog,
 )
+from snapshot_platform.secrets import EnvRef
+from snapshot_platform.sources.postgres import PostgresSourceSpec
+from snapshot_platform.sources.sqlite import SqliteSourceSpec
 
 WINDOW_QUERY = (
     "SELECT customer_id, signup_date, churn_label\n"
@@ -559,7 +559,7 @@ def test_ordinary_anchors_and_aliases_still_load(tmp_path):
 
 
 def test_the_catalog_is_parsed_by_libyaml_when_pyyaml_has_it():
-    from snapshot_platform import catalog
+    from snapshot_platform.catalog import loading as catalog
 
     assert yaml.__with_libyaml__, "PyYAML is installed without libyaml: big catalogs load several times slower"
     assert catalog._YamlLoader is yaml.CSafeLoader

@@ -15,7 +15,8 @@ import pymysql
 import pytest
 
 from snapshot_platform import secrets
-from snapshot_platform.catalog import AwsSecretRef, CatalogError, SecretMissingError, parse_catalog, resolve
+from snapshot_platform.catalog import CatalogError, parse_catalog
+from snapshot_platform.secrets import AwsSecretRef, SecretMissingError, resolve
 from snapshot_platform.snapshotter import take_snapshot
 from snapshot_platform.source_resources import source_resources
 from snapshot_platform.sources import SourceError

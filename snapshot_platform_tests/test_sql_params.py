@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from snapshot_platform.sql_params import Placeholder, find_placeholders, quote_identifier, rewrite
+from snapshot_platform.sources.sql import Placeholder, find_placeholders, quote_identifier, rewrite
 
 WINDOW = "d >= :partition_start AND d < :partition_end"
 

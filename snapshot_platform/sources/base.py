@@ -15,10 +15,53 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeVar
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
 
-from snapshot_platform.sql_params import quote_identifier
+from snapshot_platform.secrets import EnvRef, SecretOrLiteral
+from snapshot_platform.sources.sql import quote_identifier
+from snapshot_platform.sources.urls import literal_password
+from snapshot_platform.sources.urls import problem as url_problem
 
 T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- catalog specs
+
+
+class StrictSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpecBase(StrictSpec):
+    """The fields every catalog source has; each engine's spec (in its module) adds ``kind`` and its own."""
+
+    description: str = ""
+    allow_privileged_role: bool = Field(
+        default=False,
+        description="read even as a superuser or a role that can write (warned on every read); "
+        "ignored where the engine's privileges cannot be read (sqlite, bigquery)",
+    )
+    statement_timeout_s: float = Field(default=600, gt=0, le=86_400)
+    connect_timeout_s: float = Field(default=10, gt=0, le=600)
+    max_concurrent_queries: int = Field(default=2, ge=1, le=64)
+    max_attempts: int = Field(default=3, ge=1, le=10, description="attempts on transient errors")
+
+
+def no_literal_password_in_url(v: SecretOrLiteral | None) -> SecretOrLiteral | None:
+    """A ``url`` field's validator: a password in the URL (user part, ``password=``, keyword string)
+    must be a secret reference, and the URL must be unambiguous."""
+    literal = v.default if isinstance(v, EnvRef) else v
+    if isinstance(literal, str) and literal and literal_password(literal):
+        raise ValueError(
+            "contains a literal password (in the URL's user part, a password= parameter or a keyword "
+            "string); put the URL in an environment variable and write url: {env: NAME} (or the "
+            "password alone in password: {aws_secret: NAME, key: password})"
+        )
+    if isinstance(literal, str) and literal:
+        found = url_problem(literal)
+        if found:
+            raise ValueError(found)
+    return v
 
 
 @dataclass(frozen=True)
@@ -171,7 +214,7 @@ def refuse_privileged_role(source: Source, privileges: list[str]) -> str | None:
 
 def source_url(source: Source, value: Any, resolved: str) -> Any:
     """``urlsplit`` of a resolved URL, or a :class:`SourceError` that quotes nothing of it."""
-    from snapshot_platform.db_urls import UrlError, split_url
+    from snapshot_platform.sources.urls import UrlError, split_url
 
     try:
         return split_url(resolved)

@@ -40,91 +40,47 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import json
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 from urllib.parse import urlsplit
 
 import pyarrow as pa
+from pydantic import Field, model_validator
 
-from snapshot_platform.catalog import SNAPSHOT_TIME_PARAM, BigQuerySourceSpec, SecretMissingError, resolve
-from snapshot_platform.secrets import aws_refs
-from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, ordered, redact
+from snapshot_platform.secrets import SecretMissingError, SecretOrLiteral, SecretRef, aws_refs, resolve
+from snapshot_platform.sources.base import Source, SourceError, SourceRead, SourceSpecBase, Window, ordered, redact
+from snapshot_platform.sources.bigquery_types import arrow_type, kind_of, type_name
 from snapshot_platform.sources.exact import conform_exact
-from snapshot_platform.sql_params import find_placeholders, rewrite
+from snapshot_platform.sources.sql import SNAPSHOT_TIME_PARAM, find_placeholders, rewrite
+
+
+class BigQuerySourceSpec(SourceSpecBase):
+    """BigQuery: a service account key (file or JSON in a secret) or Application Default Credentials."""
+
+    kind: Literal["bigquery"]
+    project: str = Field(pattern=r"^[a-z][a-z0-9:.-]{0,127}$", description="the project that runs (and pays for) the jobs")
+    location: str | None = None
+    credentials_file: SecretOrLiteral | None = Field(default=None, description="service account key file")
+    credentials_json: SecretRef | None = Field(default=None, description="service account key JSON in a secret")
+    anonymous: bool = Field(default=False, description="no credentials at all: only for an emulator (api_endpoint)")
+    api_endpoint: str | None = Field(default=None, description="REST endpoint (emulators, private endpoints)")
+    storage_api: bool = Field(default=True, description="read results through the Storage Read API (Arrow)")
+    storage_api_endpoint: str | None = Field(default=None, description="host:port of the Storage Read API")
+    maximum_bytes_billed: int = Field(default=10 * 2**30, ge=1, description="a query that would bill more fails")
+    window_param_type: Literal["TIMESTAMP", "DATETIME", "DATE"] = "TIMESTAMP"
+    fetch_batch_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> "BigQuerySourceSpec":
+        if self.credentials_file is not None and self.credentials_json is not None:
+            raise ValueError("give credentials_file or credentials_json, not both (neither: Application Default Credentials)")
+        if self.anonymous and (self.api_endpoint is None or self.credentials_file or self.credentials_json):
+            raise ValueError("anonymous is only for an emulator: it needs api_endpoint and no credentials")
+        return self
 
 _SCOPES = ["https://www.googleapis.com/auth/bigquery", "https://www.googleapis.com/auth/cloud-platform"]
 _TRANSIENT_REASONS = {"backendError", "internalError", "rateLimitExceeded", "jobRateLimitExceeded"}
 
-_SCALARS = {
-    "INTEGER": pa.int64(),
-    "INT64": pa.int64(),
-    "FLOAT": pa.float64(),
-    "FLOAT64": pa.float64(),
-    "NUMERIC": pa.decimal128(38, 9),
-    "DECIMAL": pa.decimal128(38, 9),
-    "BIGNUMERIC": pa.decimal256(76, 38),
-    "BIGDECIMAL": pa.decimal256(76, 38),
-    "BOOLEAN": pa.bool_(),
-    "BOOL": pa.bool_(),
-    "STRING": pa.string(),
-    "BYTES": pa.binary(),
-    "DATE": pa.date32(),
-    "DATETIME": pa.timestamp("us"),
-    "TIME": pa.time64("us"),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
-    "GEOGRAPHY": pa.string(),
-    "JSON": pa.string(),
-}
-
-
 _CONFORM_HINT = "cast it in the query (e.g. CAST({column} AS STRING))"
-
-
-def _kind(field: Any) -> str:
-    """The field's type without parameters: ``RANGE<DATE>`` (as a dry run names it) is ``RANGE``."""
-    return (field.field_type or "STRING").upper().split("<", 1)[0].strip()
-
-
-def _range_element(field: Any) -> str:
-    element = getattr(field, "range_element_type", None)
-    name = getattr(element, "element_type", None) if element is not None else None
-    if name is None and "<" in (field.field_type or ""):
-        name = field.field_type.split("<", 1)[1].rstrip(">")
-    return (name or "TIMESTAMP").upper()
-
-
-def type_name(field: Any) -> str:
-    """BigQuery's name of a result field's type: ``BIGNUMERIC``, ``ARRAY<STRUCT<a INT64, b STRING>>``."""
-    kind = _kind(field)
-    if kind in ("RECORD", "STRUCT"):
-        t = "STRUCT<" + ", ".join(f"{f.name} {type_name(f)}" for f in field.fields) + ">"
-    elif kind == "RANGE":
-        t = f"RANGE<{_range_element(field)}>"
-    else:
-        t = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}.get(kind, kind)
-    return f"ARRAY<{t}>" if field.mode == "REPEATED" else t
-
-
-def arrow_type(field: Any) -> pa.DataType | None:
-    """The exact Arrow type of one BigQuery result field (``SchemaField``), from the schema alone;
-    ``None`` where there is none (INTERVAL, or a type this release does not know)."""
-    kind = _kind(field)
-    if kind in ("RECORD", "STRUCT"):
-        members = [(f.name, arrow_type(f)) for f in field.fields]
-        if any(m is None for _, m in members):
-            return None
-        t: pa.DataType = pa.struct([pa.field(n, m, True) for n, m in members])
-    elif kind == "RANGE":
-        bound = _SCALARS.get(_range_element(field))
-        if bound is None:
-            return None
-        t = pa.struct([pa.field("start", bound), pa.field("end", bound)])
-    elif kind in _SCALARS:
-        t = _SCALARS[kind]
-    else:
-        return None
-    if field.mode == "REPEATED":
-        t = pa.list_(t)
-    return t
 
 
 def uses_snapshot_time(query: str) -> bool:
@@ -390,12 +346,12 @@ class BigQuerySource(Source):
 
         An INTERVAL column becomes ``CAST(col AS STRING)``; one nested in a STRUCT or ARRAY is refused.
         """
-        if not any(_kind(f) == "INTERVAL" or arrow_type(f) is None for f in fields):
+        if not any(kind_of(f) == "INTERVAL" or arrow_type(f) is None for f in fields):
             return None
         select = []
         for f in fields:
             column = f"snapshot_query.{_quote(f.name)}"
-            if _kind(f) == "INTERVAL" and f.mode != "REPEATED":
+            if kind_of(f) == "INTERVAL" and f.mode != "REPEATED":
                 select.append(f"CAST({column} AS STRING) AS {_quote(f.name)}")
             elif arrow_type(f) is None:
                 raise SourceError(
@@ -427,8 +383,6 @@ class BigQuerySource(Source):
         if snapshot_time is not None:
             params.append(bigquery.ScalarQueryParameter(SNAPSHOT_TIME_PARAM, "TIMESTAMP", snapshot_time))
         return params
-
-
 
 
 def _quote(name: str) -> str:

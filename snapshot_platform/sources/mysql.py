@@ -35,27 +35,43 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import struct
-from typing import Any, Callable, Iterator
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
 
 import pyarrow as pa
+from pydantic import Field, field_validator
 
-from snapshot_platform.catalog import MySQLSourceSpec, SecretMissingError, resolve
-from snapshot_platform.db_urls import secret_fragments
-from snapshot_platform.secrets import aws_refs
+from snapshot_platform.secrets import SecretOrLiteral, SecretRef, resolve
 from snapshot_platform.sources.base import (
-    Source,
     SourceError,
-    SourceRead,
+    SourceSpecBase,
     Window,
+    no_literal_password_in_url,
     ordered,
     redact,
     refuse_privileged_role,
     source_url,
-    with_secret_refresh,
 )
-from snapshot_platform.sql_params import rewrite
+from snapshot_platform.sources.dbapi import DbapiSource, Opened, Stage, fetched
+from snapshot_platform.sources.mysql_types import arrow_type, converter, needs_double, source_type
+from snapshot_platform.sources.sql import rewrite
+from snapshot_platform.sources.urls import secret_fragments
+
+
+class MySQLSourceSpec(SourceSpecBase):
+    """MySQL or MariaDB: ``url: {env: NAME}`` holding ``mysql://user:password@host:3306/database``."""
+
+    kind: Literal["mysql"]
+    url: SecretOrLiteral
+    password: SecretRef | None = Field(default=None, description="overrides the URL's password")
+    ssl_ca: SecretOrLiteral | None = Field(default=None, description="CA file: TLS with a verified server")
+    fetch_batch_rows: int = Field(default=50_000, ge=100, le=4_000_000)
+
+    @field_validator("url")
+    @classmethod
+    def _no_literal_password(cls, v: SecretOrLiteral) -> SecretOrLiteral:
+        return no_literal_password_in_url(v)
+
 
 # privileges that only read (or watch the server): anything else on the schema, its tables or globally
 # (INSERT, UPDATE, CREATE, FILE, SUPER, CONNECTION ADMIN, ...) makes the user privileged
@@ -88,143 +104,7 @@ _MESSAGES = {
     2005: "unknown host",
 }
 
-# MySQL protocol column types (pymysql.constants.FIELD_TYPE)
-_DECIMAL, _TINY, _SHORT, _LONG, _FLOAT, _DOUBLE, _NULL, _TIMESTAMP, _LONGLONG, _INT24 = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
-_DATE, _TIME, _DATETIME, _YEAR, _NEWDATE, _VARCHAR, _BIT = 10, 11, 12, 13, 14, 15, 16
-_JSON, _NEWDECIMAL, _ENUM, _SET = 245, 246, 247, 248
-_TINY_BLOB, _MEDIUM_BLOB, _LONG_BLOB, _BLOB, _VAR_STRING, _STRING, _GEOMETRY = 249, 250, 251, 252, 253, 254, 255
-_UNSIGNED_FLAG, _ENUM_FLAG, _SET_FLAG = 32, 256, 2048
-_BINARY_CHARSET = 63
-_NOT_FIXED_DEC = 31  # the scale of a FLOAT/DOUBLE printed with all its digits (no (M,D))
-_RESULT_MAXLEN = 4  # bytes per character of the session's result character set, utf8mb4
-
-_INTS = {
-    _TINY: (pa.int8(), pa.uint8()),
-    _SHORT: (pa.int16(), pa.uint16()),
-    _INT24: (pa.int32(), pa.uint32()),
-    _LONG: (pa.int32(), pa.uint32()),
-    _LONGLONG: (pa.int64(), pa.uint64()),
-}
-
-
-def _decimal_type(length: int, scale: int, unsigned: bool) -> pa.DataType:
-    """MySQL reports DECIMAL(p,s) with length p + (1 for the point if s > 0) + (1 for the sign if signed)."""
-    precision = length - (1 if scale > 0 else 0) - (0 if unsigned else 1)
-    precision = max(precision, scale, 1)
-    return pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
-
-
-def arrow_type(type_code: int, length: int, scale: int, flags: int, charsetnr: int) -> pa.DataType:
-    """The Arrow type of one result column, from the protocol's column definition alone."""
-    unsigned = bool(flags & _UNSIGNED_FLAG)
-    if type_code in _INTS:
-        return _INTS[type_code][1 if unsigned else 0]
-    if type_code in (_DECIMAL, _NEWDECIMAL):
-        return _decimal_type(length, scale, unsigned)
-    if type_code == _FLOAT:
-        return pa.float32()
-    if type_code == _DOUBLE:
-        return pa.float64()
-    if type_code == _YEAR:
-        return pa.int16()
-    if type_code in (_DATE, _NEWDATE):
-        return pa.date32()
-    if type_code == _DATETIME:
-        return pa.timestamp("us")
-    if type_code == _TIMESTAMP:
-        return pa.timestamp("us", tz="UTC")
-    if type_code == _TIME:
-        return pa.duration("us")
-    if type_code == _BIT:
-        return pa.uint64()
-    if type_code == _NULL:
-        return pa.null()
-    if type_code == _GEOMETRY:
-        return pa.binary()
-    if type_code in (_TINY_BLOB, _MEDIUM_BLOB, _LONG_BLOB, _BLOB, _VAR_STRING, _STRING, _VARCHAR):
-        return pa.binary() if charsetnr == _BINARY_CHARSET else pa.string()
-    return pa.string()  # JSON, ENUM, SET and anything newer: as text
-
-
-_INT_NAMES = {_TINY: "TINYINT", _SHORT: "SMALLINT", _INT24: "MEDIUMINT", _LONG: "INT", _LONGLONG: "BIGINT"}
-_SIMPLE_NAMES = {_FLOAT: "FLOAT", _DOUBLE: "DOUBLE", _YEAR: "YEAR", _DATE: "DATE", _NEWDATE: "DATE",
-                 _NULL: "NULL", _GEOMETRY: "GEOMETRY", _JSON: "JSON", _ENUM: "ENUM", _SET: "SET"}
-_BLOB_NAMES = ((255, "TINY"), (65535, ""), (16777215, "MEDIUM"))
-
-
-def source_type(type_code: int, length: int, scale: int, flags: int, charsetnr: int) -> str:
-    """The database type of a result column as its metadata tells it (``BIGINT UNSIGNED``, ``DECIMAL(20,4)``).
-
-    The protocol does not tell ``JSON`` (MariaDB: ``LONGTEXT``) or ``INET6``/``UUID`` (``CHAR(39)``/
-    ``CHAR(36)``) from the type they are sent as.
-    """
-    unsigned = " UNSIGNED" if flags & _UNSIGNED_FLAG else ""
-    binary = charsetnr == _BINARY_CHARSET
-    chars = length if binary else length // _RESULT_MAXLEN
-    if type_code in _INT_NAMES:
-        return _INT_NAMES[type_code] + unsigned
-    if type_code in (_DECIMAL, _NEWDECIMAL):
-        t = _decimal_type(length, scale, bool(unsigned))
-        return f"DECIMAL({t.precision},{t.scale}){unsigned}"
-    if type_code in (_FLOAT, _DOUBLE):
-        name = _SIMPLE_NAMES[type_code]
-        return name if scale == _NOT_FIXED_DEC else f"{name}({length},{scale})"
-    if type_code in (_DATETIME, _TIMESTAMP, _TIME):
-        name = {_DATETIME: "DATETIME", _TIMESTAMP: "TIMESTAMP", _TIME: "TIME"}[type_code]
-        return f"{name}({scale})" if scale else name
-    if type_code == _BIT:
-        return f"BIT({length})"
-    if flags & _ENUM_FLAG:
-        return "ENUM"
-    if flags & _SET_FLAG:
-        return "SET"
-    if type_code == _STRING:
-        return f"BINARY({chars})" if binary else f"CHAR({chars})"
-    if type_code in (_VAR_STRING, _VARCHAR):
-        return f"VARBINARY({chars})" if binary else f"VARCHAR({chars})"
-    if type_code in (_TINY_BLOB, _MEDIUM_BLOB, _LONG_BLOB, _BLOB):
-        size = next((prefix for limit, prefix in _BLOB_NAMES if chars <= limit), "LONG")
-        return size + ("BLOB" if binary else "TEXT")
-    return _SIMPLE_NAMES.get(type_code, f"type {type_code}")
-
-
-def needs_double(type_code: int, scale: int) -> bool:
-    """Whether the text protocol prints this column with fewer digits than it holds (see the module doc)."""
-    return type_code == _FLOAT or (type_code == _DOUBLE and scale != _NOT_FIXED_DEC)
-
-
-def _float32(value: float) -> float:
-    """A FLOAT read as a double: the same number as a float32, or ValueError (never a rounded value)."""
-    try:
-        (narrow,) = struct.unpack("<f", struct.pack("<f", value))
-    except OverflowError:
-        raise ValueError(value) from None
-    if narrow != value:
-        raise ValueError(value)
-    return value
-
-
-def _bits(value: Any) -> Any:
-    return int.from_bytes(value, "big") if isinstance(value, (bytes, bytearray)) else value
-
-
-def _text(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):
-        return value.decode("utf-8")
-    return value
-
-
-def _converter(t: pa.DataType, type_code: int) -> Callable[[Any], Any] | None:
-    if type_code == _BIT:
-        return _bits
-    if type_code == _FLOAT:
-        return _float32
-    if pa.types.is_string(t):
-        return _text
-    return None
-
-
-class MySQLSource(Source):
+class MySQLSource(DbapiSource):
     kind = "mysql"
     spec: MySQLSourceSpec
 
@@ -336,117 +216,97 @@ class MySQLSource(Source):
         with contextlib.closing(self._connect(False)) as other, other.cursor() as cur:
             cur.execute("KILL QUERY %s", (int(thread_id),))
 
-    # ------------------------------------------------------------ the read
+    # ------------------------------------------------------------ the read (skeleton: sources/dbapi.py)
 
-    @contextlib.contextmanager
-    def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
         import pymysql
 
-        try:
-            conn = with_secret_refresh(
-                self._connect,
-                lambda exc: isinstance(exc, pymysql.err.OperationalError) and exc.args[:1] and exc.args[0] in AUTH_CODES,
-                refreshable=bool(aws_refs(self.spec.url, self.spec.password)),
-            )
-        except pymysql.err.MySQLError as exc:
-            raise self._error(exc, "connect") from None
-        except SecretMissingError as exc:
-            raise SourceError(f"source {self.name} (connect): {exc}") from None
-        except OSError as exc:
-            raise SourceError(f"source {self.name} (connect): {redact(str(exc), self._secrets())}") from None
-        cur = conn.cursor()
-        stage = "session setup"
-        try:
-            cur.execute("SELECT VERSION()")
-            version = str(cur.fetchall()[0][0])
-            mariadb = "mariadb" in version.lower()
-            privileged = self._privileged_role(cur)
-            cur.execute("SET SESSION time_zone = '+00:00'")
-            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cur.execute("SET SESSION TRANSACTION READ ONLY")
-            if mariadb:
-                cur.execute("SET SESSION max_statement_time = %s", (float(self.spec.statement_timeout_s),))
-            else:
-                cur.execute("SET SESSION MAX_EXECUTION_TIME = %s", (int(self.spec.statement_timeout_s * 1000),))
-            # the writer may pause between batches: let the server wait for us as long as a statement may run
-            cur.execute("SET SESSION net_write_timeout = %s", (int(self.spec.statement_timeout_s) + 60,))
-            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            stage = "snapshot marker"
-            state = self._state(cur, version, mariadb)
-            if privileged:
-                state["privileged_role"] = privileged
+        return (pymysql.err.MySQLError,)
 
-            stage = "query"
+    def _connect_errors(self) -> tuple[type[BaseException], ...]:
+        return (*self._driver_errors(), OSError)
 
-            def bound(text: str) -> str:
-                # PyMySQL formats with %: a literal % in the query must be doubled first
-                return rewrite(text.replace("%", "%%"), lambda n, _i: f"%({n})s", backslash_escapes=True)[0]
+    def _connect_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, self._driver_errors()):
+            return self._error(exc, "connect")
+        return SourceError(f"source {self.name} (connect): {redact(str(exc), self._secrets())}")
 
-            utc = dt.timezone.utc
-            params = {
-                "partition_start": window.start.astimezone(utc).replace(tzinfo=None),
-                "partition_end": window.end.astimezone(utc).replace(tzinfo=None),
-            }
-            # the result's metadata first (LIMIT 0: the server does not run the query), to select the
-            # columns the text protocol would print with too few digits as exact doubles
-            cur.execute(bound(_probe(query)), params)
-            fields = list(getattr(cur, "_result").fields)
-            cur.fetchall()
-            select = None
-            if any(needs_double(f.type_code, f.scale) for f in fields):
-                select = [
-                    f"CAST(snapshot_query.{_quote(f.name)} AS DOUBLE) AS {_quote(f.name)}"
-                    if needs_double(f.type_code, f.scale) else f"snapshot_query.{_quote(f.name)}"
-                    for f in fields
-                ]
-            cur.execute(bound(ordered(query, key, quote=_quote, select=select)), params)
-            if [f.name for f in getattr(cur, "_result").fields] != [f.name for f in fields]:
-                raise SourceError(f"source {self.name}: the query's columns changed between its two runs")
-            schema = pa.schema(
-                [
-                    pa.field(f.name, arrow_type(f.type_code, f.length, f.scale, f.flags, f.charsetnr), True)
-                    for f in fields
-                ]
-            )
-            types = {f.name: source_type(f.type_code, f.length, f.scale, f.flags, f.charsetnr) for f in fields}
-            converters = [_converter(t, f.type_code) for t, f in zip(schema.types, fields)]
-            batch_rows = self.spec.fetch_batch_rows
+    def _is_auth_failure(self, exc: BaseException) -> bool:
+        import pymysql
 
-            def batches() -> Iterator[pa.RecordBatch]:
-                while True:
-                    try:
-                        rows = cur.fetchmany(batch_rows)
-                    except pymysql.err.MySQLError as exc:
-                        raise self._error(exc, "streaming rows") from None
-                    if not rows:
-                        return
-                    yield self._batch(rows, schema, converters, types)
+        return isinstance(exc, pymysql.err.OperationalError) and bool(exc.args[:1]) and exc.args[0] in AUTH_CODES
 
-            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
-                             source_types=types, cancel=functools.partial(self._kill_query, conn.thread_id()))
-        except pymysql.err.MySQLError as exc:
-            raise self._error(exc, stage) from None
-        finally:
-            with contextlib.suppress(Exception):
-                conn.close()  # closing without reading the rest: the server discards the result
+    def _secret_refs(self) -> list[Any]:
+        return [self.spec.url, self.spec.password]
 
-    def _batch(
-        self,
-        rows: list[tuple],
-        schema: pa.Schema,
-        converters: list[Callable[[Any], Any] | None],
-        types: dict[str, str],
-    ) -> pa.RecordBatch:
-        arrays = []
-        for i, (f, conv) in enumerate(zip(schema, converters)):
-            values = [r[i] for r in rows]
-            try:
-                if conv is not None:
-                    values = [None if v is None else conv(v) for v in values]
-                arrays.append(pa.array(values, type=f.type))
-            except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:  # ArrowInvalid is a ValueError
-                raise SourceError(self._unfit(f, types.get(f.name, "?"), values, exc)) from None
-        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    def _release(self, conn: Any, cur: Any) -> None:
+        # the connection only: closing an unbuffered cursor would read the rest of the result first;
+        # closing the connection without reading it makes the server discard the result
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def _open(self, conn: Any, cur: Any, query: str, window: Window, key: list[str], stage: Stage) -> Opened:
+        cur.execute("SELECT VERSION()")
+        version = str(cur.fetchall()[0][0])
+        mariadb = "mariadb" in version.lower()
+        privileged = self._privileged_role(cur)
+        cur.execute("SET SESSION time_zone = '+00:00'")
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("SET SESSION TRANSACTION READ ONLY")
+        if mariadb:
+            cur.execute("SET SESSION max_statement_time = %s", (float(self.spec.statement_timeout_s),))
+        else:
+            cur.execute("SET SESSION MAX_EXECUTION_TIME = %s", (int(self.spec.statement_timeout_s * 1000),))
+        # the writer may pause between batches: let the server wait for us as long as a statement may run
+        cur.execute("SET SESSION net_write_timeout = %s", (int(self.spec.statement_timeout_s) + 60,))
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        stage.name = "snapshot marker"
+        state = self._state(cur, version, mariadb)
+        if privileged:
+            state["privileged_role"] = privileged
+
+        stage.name = "query"
+
+        def bound(text: str) -> str:
+            # PyMySQL formats with %: a literal % in the query must be doubled first
+            return rewrite(text.replace("%", "%%"), lambda n, _i: f"%({n})s", backslash_escapes=True)[0]
+
+        utc = dt.timezone.utc
+        params = {
+            "partition_start": window.start.astimezone(utc).replace(tzinfo=None),
+            "partition_end": window.end.astimezone(utc).replace(tzinfo=None),
+        }
+        # the result's metadata first (LIMIT 0: the server does not run the query), to select the
+        # columns the text protocol would print with too few digits as exact doubles
+        cur.execute(bound(_probe(query)), params)
+        fields = list(getattr(cur, "_result").fields)
+        cur.fetchall()
+        select = None
+        if any(needs_double(f.type_code, f.scale) for f in fields):
+            select = [
+                f"CAST(snapshot_query.{_quote(f.name)} AS DOUBLE) AS {_quote(f.name)}"
+                if needs_double(f.type_code, f.scale) else f"snapshot_query.{_quote(f.name)}"
+                for f in fields
+            ]
+        cur.execute(bound(ordered(query, key, quote=_quote, select=select)), params)
+        if [f.name for f in getattr(cur, "_result").fields] != [f.name for f in fields]:
+            raise SourceError(f"source {self.name}: the query's columns changed between its two runs")
+        schema = pa.schema(
+            [pa.field(f.name, arrow_type(f.type_code, f.length, f.scale, f.flags, f.charsetnr), True) for f in fields]
+        )
+        types = {f.name: source_type(f.type_code, f.length, f.scale, f.flags, f.charsetnr) for f in fields}
+        converters = [converter(t, f.type_code) for t, f in zip(schema.types, fields)]
+        return Opened(
+            schema=schema,
+            chunks=fetched(cur, self.spec.fetch_batch_rows),
+            to_batch=lambda rows: self._batch(rows, schema, converters, types),
+            state=state,
+            source_types=types,
+            cancel=functools.partial(self._kill_query, conn.thread_id()),
+        )
+
+    def _unfit_errors(self) -> tuple[type[BaseException], ...]:
+        return (ValueError, TypeError, OverflowError, UnicodeDecodeError)  # ArrowInvalid is a ValueError
 
     def _unfit(self, f: pa.Field, db_type: str, values: list[Any], exc: BaseException) -> str:
         """Why a value cannot be kept exactly, and what to do: never a snapshot with a different value."""

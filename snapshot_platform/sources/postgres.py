@@ -23,38 +23,46 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
-import pyarrow.compute as pc
+from pydantic import Field, field_validator
 
-from snapshot_platform.catalog import PostgresSourceSpec, SecretMissingError, resolve
-from snapshot_platform.db_urls import secret_fragments
-from snapshot_platform.secrets import aws_refs
+from snapshot_platform.secrets import SecretOrLiteral, SecretRef, resolve
 from snapshot_platform.sources.base import (
-    Source,
     SourceError,
-    SourceRead,
+    SourceSpecBase,
     Window,
+    no_literal_password_in_url,
     ordered,
     redact,
     refuse_privileged_role,
     source_url,
-    with_secret_refresh,
 )
-from snapshot_platform.sql_params import quote_identifier, rewrite
+from snapshot_platform.sources.dbapi import DbapiSource, Opened, Stage
+from snapshot_platform.sources.postgres_types import apply_plan, catalog_facts, transfer_plan
+from snapshot_platform.sources.sql import rewrite
+from snapshot_platform.sources.sqlstate import AUTH_SQLSTATES, MESSAGES, is_transient, sqlstate_error
+from snapshot_platform.sources.urls import secret_fragments
 
-# SQLSTATEs after which a fresh attempt from the partition's start may succeed.
-TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300"}
-TRANSIENT_CLASSES = {"08"}
-_MESSAGES = {
-    "57014": "cancelled by the statement timeout ({timeout:g}s)",
-    "25006": "the query tried to write; snapshot sessions are read-only",
-    "42501": "permission denied",
-    "25P03": "idle-in-transaction timeout",
-}
+_MESSAGES = {**MESSAGES, "25P03": "idle-in-transaction timeout"}
+
+
+class PostgresSourceSpec(SourceSpecBase):
+    kind: Literal["postgres"]
+    url: SecretOrLiteral
+    password: SecretRef | None = Field(
+        default=None, description="overrides the URL's password: {env: NAME} or {aws_secret: NAME, key: password}"
+    )
+    max_replica_lag_s: float | None = Field(
+        default=None, gt=0, description="refuse to read from a replica whose replay is further behind"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_literal_password(cls, v: SecretOrLiteral) -> SecretOrLiteral:
+        return no_literal_password_in_url(v)
 
 
 # errors that reach us without a SQLSTATE (ADBC raises server errors met while streaming as Arrow
@@ -99,297 +107,7 @@ def _sqlstate_from_text(text: str) -> str | None:
     return None
 
 
-def _numeric_type(typmod: int) -> pa.DataType | None:
-    if typmod < 4:
-        return None
-    precision = ((typmod - 4) >> 16) & 0xFFFF
-    # PostgreSQL 15 keeps the scale as an 11-bit signed number: NUMERIC(5,-2) rounds to hundreds,
-    # NUMERIC(2,5) holds 0.000xx. Arrow wants 0 <= scale <= precision: widen the precision instead.
-    scale = (typmod - 4) & 0x7FF
-    if scale & 0x400:
-        scale -= 0x800
-    if scale < 0:
-        precision, scale = precision - scale, 0
-    elif scale > precision:
-        precision = scale
-    if precision <= 38:
-        return pa.decimal128(precision, scale)
-    return pa.decimal256(precision, scale)
-
-
-Convert = Callable[[pa.Array], pa.Array]
-
-
-class _Inexact(Exception):
-    """A value that the column's snapshot type cannot hold exactly (raised by a conversion)."""
-
-
-def _text_to(target: pa.DataType) -> Convert:
-    return lambda col: pc.cast(_storage(col), target)
-
-
-def _storage(col: pa.Array) -> pa.Array:
-    return col.storage if isinstance(col.type, pa.BaseExtensionType) else col
-
-
-# PostgreSQL's own range: 4714-11-24 BC to 5874897-12-31 (dates), 294276-12-31 (timestamps). The
-# driver shifts PostgreSQL's 2000 epoch to 1970 without an overflow check: infinity, -infinity and
-# timestamps after 294247-01-10 wrap around to values below PostgreSQL's first day, never a legal one.
-_PG_FIRST_DAY = -2440588  # 4714-11-24 BC, in days since 1970-01-01
-_PG_LAST_DAY = 2145042905  # 5874897-12-31
-_PG_FIRST_US = _PG_FIRST_DAY * 86_400_000_000
-_LAST_TIME_US = 86_400_000_000 - 1  # 23:59:59.999999: PostgreSQL's 24:00:00 is beyond an Arrow time
-
-
-def _min_max(values: pa.Array) -> tuple[Any, Any]:
-    found = pc.min_max(values)
-    return found["min"].as_py(), found["max"].as_py()
-
-
-def _checked_days(col: pa.Array) -> pa.Array:
-    lo, hi = _min_max(_storage(col).view(pa.int32()))
-    if lo is not None and (lo < _PG_FIRST_DAY or hi > _PG_LAST_DAY):
-        raise _Inexact("holds infinity or -infinity, which date32 cannot hold")
-    return col
-
-
-def _checked_instants(col: pa.Array) -> pa.Array:
-    lo, _ = _min_max(_storage(col).view(pa.int64()))
-    if lo is not None and lo < _PG_FIRST_US:
-        raise _Inexact(
-            f"holds infinity, -infinity or a time after 294247-01-10, which {col.type} cannot hold"
-        )
-    return col
-
-
-def _checked_times(col: pa.Array) -> pa.Array:
-    _, hi = _min_max(_storage(col).view(pa.int64()))
-    if hi is not None and hi > _LAST_TIME_US:
-        raise _Inexact("holds 24:00:00, which time64 cannot hold (an Arrow time is within one day)")
-    return col
-
-
-def _money(scale: int) -> tuple[pa.DataType, Convert]:
-    """``money`` arrives as its int64 count of the smallest unit (cents): the same integer, read as
-    a decimal with the currency's fraction digits, is the exact amount."""
-    target = pa.decimal128(19, scale)  # 19 digits hold every int64
-
-    def convert(col: pa.Array) -> pa.Array:
-        wide = pc.cast(_storage(col), pa.decimal128(19, 0))
-        return pa.Array.from_buffers(target, len(wide), wide.buffers(), wide.null_count, wide.offset)
-
-    return target, convert
-
-
-# types whose driver decoding is exact as it is (the driver's Arrow type is checked too: a future
-# driver decoding one differently sends it as text instead)
-_AS_DECODED = {
-    "int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(), "float4": pa.float32(),
-    "float8": pa.float64(), "bool": pa.bool_(), "text": pa.string(), "varchar": pa.string(),
-    "bpchar": pa.string(), "name": pa.string(), "bytea": pa.binary(),
-}
-_CHECKED = {
-    "date": (pa.date32(), _checked_days),
-    "timestamp": (pa.timestamp("us"), _checked_instants),
-    "timestamptz": (pa.timestamp("us", tz="UTC"), _checked_instants),
-    "time": (pa.time64("us"), _checked_times),
-}
-# sent as the server's text, parsed exactly into an Arrow type (the text of an unsigned number)
-_TEXT_AS = {"xid": pa.uint32(), "cid": pa.uint32(), "xid8": pa.uint64()}
-# ``::text`` is the type's output (what psql shows) except where pg_cast has its own function:
-# inet's and cidr's add the netmask (``::1/128`` for ``::1``), so their output function is called.
-# (xml's ``::text`` is its stored text, with its declaration, which the output function drops.)
-_OUTPUT_TEXT = {"inet": "pg_catalog.inet_out({})::text", "cidr": "pg_catalog.cidr_out({})::text"}
-
-
-def _decoded(pg_type: str, typ: pa.DataType, money_scale: int) -> tuple[pa.DataType, Convert | None] | None:
-    """The snapshot type and conversion of a value the driver decodes exactly; None: send it as text."""
-    storage = typ.storage_type if isinstance(typ, pa.BaseExtensionType) else typ
-    if _AS_DECODED.get(pg_type) == typ:
-        return typ, None
-    if pg_type in _CHECKED and _CHECKED[pg_type][0] == typ:
-        return typ, _CHECKED[pg_type][1]
-    if pg_type == "uuid" and storage == pa.binary(16):
-        return storage, _storage  # its 16 bytes
-    if pg_type in ("json", "jsonb") and storage == pa.string():
-        return storage, _storage  # its text (jsonb: the server's normalised text of it)
-    if pg_type == "money" and typ == pa.int64():
-        return _money(money_scale)
-    if pg_type == "oid" and typ == pa.int32():
-        return pa.uint32(), lambda col: col.view(pa.uint32())  # the driver reads it as signed
-    return None
-
-
-def _on_values(convert: Convert, list_type: pa.ListType) -> Convert:
-    """A conversion of an array's elements applied to a list column (a check returns its input)."""
-
-    def apply(col: pa.Array) -> pa.Array:
-        values = col.values
-        converted = convert(values)
-        if converted is values:
-            return col
-        return pa.ListArray.from_arrays(col.offsets, converted, type=list_type, mask=col.is_null())
-
-    return apply
-
-
-def _source_type(meta: dict[str, str], type_names: dict[int, str]) -> str:
-    name = meta.get("POSTGRESQL:type", "")
-    m = re.fullmatch(r"unnamed<oid:(\d+)>", name)
-    if m:
-        name = type_names.get(int(m.group(1)), name)
-    return f"{name[1:]}[]" if name.startswith("_") else name
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """How a result travels: its snapshot schema, per column the conversion of the driver's array,
-    the select items (the columns, then the hidden per-row checks), which column each check guards
-    and each column's PostgreSQL type."""
-
-    schema: pa.Schema
-    converts: list[Convert | None]
-    select: list[str]
-    checks: list[str]
-    source_types: dict[str, str]
-
-
-def _unnamed_oids(schema: pa.Schema) -> list[int]:
-    found = []
-    for f in schema:
-        m = re.fullmatch(rb"unnamed<oid:(\d+)>", (f.metadata or {}).get(b"POSTGRESQL:type", b""))
-        if m:
-            found.append(int(m.group(1)))
-    return found
-
-
-def _transfer_plan(
-    schema: pa.Schema, money_scale: int = 2, type_names: dict[int, str] | None = None
-) -> _Plan:
-    """For each result column: its snapshot type, the client-side conversion, and the select item.
-
-    A column is kept exactly or the read fails naming it, never a changed value. The driver's
-    decoding is kept only for the types where it is exact (``_AS_DECODED``, ``_CHECKED``, uuid,
-    json, money, oid, and 1-D arrays of those); every other type travels and stays as the server's
-    text of it (``::text``: inet, cidr, bit, timetz, ranges, xml, composites, geometric types,
-    ``"char"``...), never as the driver's binary wire bytes. Values a type cannot hold (infinity in a
-    date, 24:00:00 in a time, an array of two dimensions) fail the read naming the column.
-
-    Decoding PostgreSQL's binary NUMERIC into Arrow is the costly part of a read (the driver makes
-    strings of it, slowly), so NUMERIC travels as text, which the server writes cheaply and Arrow
-    parses exactly into decimal128(p,s) (measured on 2M TPC-H rows: 0.97 s for four NUMERIC columns
-    against 1.81 s through the driver's decoding, and 1.12 s of server time for a scaled int8, which
-    loads the source more). An unconstrained NUMERIC has no scale and stays text. NaN or infinity
-    cannot be held exactly by a decimal: the read fails naming the column. An INTERVAL, which Parquet
-    cannot hold, travels and stays as PostgreSQL's text of it (``1 day 02:00:00``).
-    """
-    fields: list[pa.Field] = []
-    converts: list[Convert | None] = []
-    select: list[str] = []
-    checks: list[tuple[str, str]] = []
-    source_types: dict[str, str] = {}
-    for f in schema:
-        meta = {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}
-        pg_type = meta.get("POSTGRESQL:type", "")
-        source_types[f.name] = _source_type(meta, type_names or {})
-        ident = quote_identifier(f.name)
-        column = f"snapshot_query.{ident}"
-        as_text = f"{_OUTPUT_TEXT.get(pg_type, '{}::text').format(column)} AS {ident}"
-        item, out_type, convert = column, f.type, None
-        decoded = _decoded(pg_type, f.type, money_scale)
-        if pg_type == "numeric":
-            target = _numeric_type(int(meta.get("POSTGRESQL:typmod", "-1")))
-            item, out_type = as_text, target or pa.string()
-            convert = _text_to(target) if target is not None else None
-        elif pg_type in _TEXT_AS:
-            item, out_type, convert = as_text, _TEXT_AS[pg_type], _text_to(_TEXT_AS[pg_type])
-        elif decoded is not None:
-            out_type, convert = decoded
-        elif pg_type.startswith("_") and pa.types.is_list(f.type) and (
-            element := _decoded(pg_type[1:], f.type.value_type, money_scale)
-        ) is not None:
-            # a list holds a 1-D array whose subscripts start at 1 (the driver flattens the others):
-            # a hidden per-row check finds the others, which fail the read naming the column
-            value_type, value_convert = element
-            out_type = pa.list_(pa.field(f.type.value_field.name, value_type, True))
-            if out_type == f.type:
-                out_type = f.type
-            convert = _on_values(value_convert, out_type) if value_convert is not None else None
-            checks.append((f.name, f"(array_ndims({column}) > 1 OR array_lower({column}, 1) <> 1)"))
-        else:
-            item, out_type = as_text, pa.string()
-        fields.append(pa.field(f.name, out_type, True))
-        converts.append(convert)
-        select.append(item)
-    select += [f"{expr} AS {quote_identifier(f'snapshot_platform_check_{i}')}" for i, (_, expr) in enumerate(checks)]
-    return _Plan(pa.schema(fields), converts, select, [name for name, _ in checks], source_types)
-
-
-def _check_advice(name: str) -> str:
-    return (f"cast it in the query ({quote_identifier(name)}::text keeps the server's exact text) "
-            f"or replace those values there")
-
-
-def _apply_plan(plan: _Plan, batch: pa.RecordBatch, source: str) -> pa.RecordBatch:
-    """The driver's batch in the snapshot's schema; a SourceError naming the column for a value
-    that the column's snapshot type cannot hold exactly."""
-    n = len(plan.schema)
-    for i, name in enumerate(plan.checks):
-        if pc.any(batch.column(n + i)).as_py():
-            raise SourceError(
-                f"source {source}: column {name!r} ({plan.source_types.get(name)}) holds an array of more "
-                f"than one dimension or whose subscripts do not start at 1, which a list cannot hold "
-                f"exactly: {_check_advice(name)}"
-            )
-    cols = []
-    for f, col, convert in zip(plan.schema, batch.columns[:n], plan.converts):
-        if convert is not None:
-            try:
-                col = convert(col)
-            except _Inexact as exc:
-                raise SourceError(
-                    f"source {source}: column {f.name!r} ({plan.source_types.get(f.name)}) {exc}: "
-                    f"{_check_advice(f.name)}"
-                ) from None
-            except pa.ArrowException as exc:
-                raise SourceError(
-                    f"source {source}: column {f.name!r} ({plan.source_types.get(f.name)}) has a value that "
-                    f"{f.type} cannot hold exactly: {exc}"
-                ) from None
-        cols.append(col)
-    return pa.RecordBatch.from_arrays(cols, schema=plan.schema)
-
-
-def _catalog_facts(cur: Any, probe: pa.Schema) -> dict[str, Any]:
-    """What the plan needs from the server beyond the probe: the fraction digits of ``money`` (from
-    ``lc_monetary``) and the names of types the driver does not know (ranges...).
-
-    First it fixes, for this transaction, the settings that shape the server's text of values (what
-    ``::text`` columns keep): ISO dates, PostgreSQL intervals, shortest exact floats, hex bytea. The
-    same data then gives the same text, and the same bytes, whatever the server's defaults.
-    """
-    cur.execute(
-        "SELECT set_config('DateStyle', 'ISO, MDY', true), set_config('IntervalStyle', 'postgres', true),"
-        " set_config('extra_float_digits', '1', true), set_config('bytea_output', 'hex', true)"
-    )
-    cur.fetchall()
-    facts: dict[str, Any] = {}
-    pg_types = {(f.metadata or {}).get(b"POSTGRESQL:type") for f in probe}
-    if pg_types & {b"money", b"_money"}:
-        cur.execute("SELECT scale(0::money::numeric)")
-        facts["money_scale"] = int(cur.fetchone()[0])
-    oids = _unnamed_oids(probe)
-    if oids:
-        cur.execute(
-            "SELECT oid::int8, format_type(oid, NULL) FROM pg_type"
-            " WHERE oid::text = ANY(string_to_array($1, ','))",
-            parameters=(",".join(map(str, oids)),),
-        )
-        facts["type_names"] = {int(o): name for o, name in cur.fetchall()}
-    return facts
-
-
-class PostgresSource(Source):
+class PostgresSource(DbapiSource):
     kind = "postgres"
     spec: PostgresSourceSpec
 
@@ -449,121 +167,105 @@ class PostgresSource(Source):
     def _error(self, exc: BaseException, stage: str) -> SourceError:
         sqlstate = getattr(exc, "sqlstate", None) or _sqlstate_from_text(str(exc))
         text = redact(str(exc).strip(), self._secrets())
-        transient = bool(sqlstate) and (sqlstate in TRANSIENT_SQLSTATES or sqlstate[:2] in TRANSIENT_CLASSES)
-        hint = _MESSAGES.get(sqlstate or "", "")
-        if hint:
-            hint = hint.format(timeout=self.spec.statement_timeout_s) + ": "
-        return SourceError(
-            f"source {self.name} ({stage}): {hint}{text}" + (f" [SQLSTATE {sqlstate}]" if sqlstate else ""),
-            transient=transient,
-            code=sqlstate,
-        )
+        return sqlstate_error(self.name, stage, text, sqlstate, _MESSAGES, self.spec.statement_timeout_s,
+                              is_transient(sqlstate))
 
-    @contextlib.contextmanager
-    def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
+    # ------------------------------------------------------------ the read (skeleton: sources/dbapi.py)
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
         import adbc_driver_manager
+
+        return (adbc_driver_manager.Error,)
+
+    def _stream_errors(self) -> tuple[type[BaseException], ...]:
+        # ADBC reports a server error met while streaming as an Arrow error
+        return (*self._driver_errors(), pa.ArrowException, OSError)
+
+    def _failure(self, exc: BaseException, stage: str) -> BaseException:
+        if _cancelled_by_user(exc):
+            return KeyboardInterrupt(f"source {self.name}: {_USER_CANCEL}")
+        return self._error(exc, stage)
+
+    def _connect(self, refresh: bool) -> Any:
         import adbc_driver_postgresql.dbapi as pg_dbapi
 
-        def auth_failure(exc: BaseException) -> bool:
-            return getattr(exc, "sqlstate", None) in {"28P01", "28000"} or "authentication failed" in str(exc)
+        return pg_dbapi.connect(self._connect_url(refresh), autocommit=True)
 
-        try:
-            conn = with_secret_refresh(
-                lambda refresh: pg_dbapi.connect(self._connect_url(refresh), autocommit=True),
-                auth_failure,
-                refreshable=bool(aws_refs(self.spec.url, self.spec.password)),
-            )
-        except adbc_driver_manager.Error as exc:
-            raise self._error(exc, "connect") from None
-        except SecretMissingError as exc:
-            raise SourceError(f"source {self.name} (connect): {exc}") from None
-        cur = conn.cursor()
-        stage = "session setup"
-        try:
-            privileged = self._privileged_role(cur)
-            timeout_ms = str(int(self.spec.statement_timeout_s * 1000))
-            cur.execute(
-                "SELECT set_config('statement_timeout', $1, false),"
-                " set_config('idle_in_transaction_session_timeout', $2, false),"
-                " set_config('TimeZone', 'UTC', false),"
-                " set_config('default_transaction_read_only', 'on', false),"
-                " set_config('snapshot_platform.partition_start', $3, false),"
-                " set_config('snapshot_platform.partition_end', $4, false)",
-                parameters=(timeout_ms, timeout_ms, window.start.isoformat(), window.end.isoformat()),
-            )
-            cur.fetchall()
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            stage = "snapshot marker"
-            cur.execute(
-                "SELECT pg_current_snapshot()::text, pg_is_in_recovery(),"
-                " (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
-                "  ELSE pg_current_wal_lsn() END)::text, now()::text,"
-                " current_setting('server_version'),"
-                # replay lag: zero when everything received is replayed, else the age of the last replay
-                " CASE WHEN NOT pg_is_in_recovery() THEN NULL"
-                "  WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0.0"
-                "  ELSE EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8 END"
-            )
-            snap, in_recovery, lsn, started, server_version, lag = cur.fetchone()
-            if in_recovery and self.spec.max_replica_lag_s is not None:
-                if lag is None or lag > self.spec.max_replica_lag_s:
-                    behind = "an unknown time (nothing replayed yet)" if lag is None else f"{lag:.1f}s"
-                    raise SourceError(
-                        f"source {self.name}: the replica is {behind} behind its primary, more than "
-                        f"max_replica_lag_s ({self.spec.max_replica_lag_s:g}s); not snapshotting stale data",
-                        code="replica_lag",
-                    )
-            state = {
-                "engine": "postgres",
-                "server_version": server_version,
-                "snapshot": snap,
-                "xmin": int(snap.split(":")[0]),
-                "wal_lsn": lsn,
-                "in_recovery": bool(in_recovery),
-                "transaction_start": started,
-            }
-            if in_recovery:
-                state["replica_lag_s"] = lag
-            if privileged:
-                state["privileged_role"] = privileged
-            stage = "query"
-            bound, _ = rewrite(
-                query.rstrip().rstrip(";"),
-                # a scalar subquery is an InitPlan: evaluated once per query, usable by index scans
-                # (a bare current_setting() call would be re-evaluated on every row: twice as slow)
-                lambda name, _i: f"(SELECT current_setting('snapshot_platform.{name}')::timestamptz)",
-            )
-            # the result's columns and types first (planning only), to choose each column's transfer
-            cur.execute(f"SELECT * FROM (\n{bound}\n) AS snapshot_query LIMIT 0")
-            probe = cur.fetch_arrow_table().schema
-            plan = _transfer_plan(probe, **_catalog_facts(cur, probe))
-            schema = plan.schema
-            cur.execute(ordered(bound, key, select=plan.select))
-            reader = cur.fetch_record_batch()
+    def _is_auth_failure(self, exc: BaseException) -> bool:
+        return getattr(exc, "sqlstate", None) in AUTH_SQLSTATES or "authentication failed" in str(exc)
 
-            def batches() -> Iterator[pa.RecordBatch]:
-                it = iter(reader)
-                while True:
-                    try:
-                        b = next(it)
-                    except StopIteration:
-                        return
-                    except (adbc_driver_manager.Error, pa.ArrowException, OSError) as exc:
-                        # ADBC reports a server error met while streaming as an Arrow error
-                        if _cancelled_by_user(exc):
-                            raise KeyboardInterrupt(f"source {self.name}: {_USER_CANCEL}") from None
-                        raise self._error(exc, "streaming rows") from None
-                    yield _apply_plan(plan, b, self.name)
+    def _secret_refs(self) -> list[Any]:
+        return [self.spec.url, self.spec.password]
 
-            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
-                             source_types=plan.source_types,
-                             cancel=cur.adbc_cancel)  # thread-safe by ADBC's contract
-        except adbc_driver_manager.Error as exc:
-            if _cancelled_by_user(exc):
-                raise KeyboardInterrupt(f"source {self.name}: {_USER_CANCEL}") from None
-            raise self._error(exc, stage) from None
-        finally:
-            with contextlib.suppress(Exception):
-                cur.close()
-            with contextlib.suppress(Exception):
-                conn.close()
+    def _open(self, conn: Any, cur: Any, query: str, window: Window, key: list[str], stage: Stage) -> Opened:
+        privileged = self._privileged_role(cur)
+        timeout_ms = str(int(self.spec.statement_timeout_s * 1000))
+        cur.execute(
+            "SELECT set_config('statement_timeout', $1, false),"
+            " set_config('idle_in_transaction_session_timeout', $2, false),"
+            " set_config('TimeZone', 'UTC', false),"
+            " set_config('default_transaction_read_only', 'on', false),"
+            " set_config('snapshot_platform.partition_start', $3, false),"
+            " set_config('snapshot_platform.partition_end', $4, false)",
+            parameters=(timeout_ms, timeout_ms, window.start.isoformat(), window.end.isoformat()),
+        )
+        cur.fetchall()
+        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        stage.name = "snapshot marker"
+        state = self._marker(cur)
+        if privileged:
+            state["privileged_role"] = privileged
+        stage.name = "query"
+        bound, _ = rewrite(
+            query.rstrip().rstrip(";"),
+            # a scalar subquery is an InitPlan: evaluated once per query, usable by index scans
+            # (a bare current_setting() call would be re-evaluated on every row: twice as slow)
+            lambda name, _i: f"(SELECT current_setting('snapshot_platform.{name}')::timestamptz)",
+        )
+        # the result's columns and types first (planning only), to choose each column's transfer
+        cur.execute(f"SELECT * FROM (\n{bound}\n) AS snapshot_query LIMIT 0")
+        probe = cur.fetch_arrow_table().schema
+        plan = transfer_plan(probe, **catalog_facts(cur, probe))
+        cur.execute(ordered(bound, key, select=plan.select))
+        return Opened(
+            schema=plan.schema,
+            chunks=cur.fetch_record_batch(),  # pull-based: memory bounded by the batch size
+            to_batch=lambda b: apply_plan(plan, b, self.name),
+            state=state,
+            source_types=plan.source_types,
+            cancel=cur.adbc_cancel,  # thread-safe by ADBC's contract
+        )
+
+    def _marker(self, cur: Any) -> dict[str, Any]:
+        """The snapshot's marker as ``source_state``; refuses a replica further behind than allowed."""
+        cur.execute(
+            "SELECT pg_current_snapshot()::text, pg_is_in_recovery(),"
+            " (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+            "  ELSE pg_current_wal_lsn() END)::text, now()::text,"
+            " current_setting('server_version'),"
+            # replay lag: zero when everything received is replayed, else the age of the last replay
+            " CASE WHEN NOT pg_is_in_recovery() THEN NULL"
+            "  WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0.0"
+            "  ELSE EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8 END"
+        )
+        snap, in_recovery, lsn, started, server_version, lag = cur.fetchone()
+        if in_recovery and self.spec.max_replica_lag_s is not None:
+            if lag is None or lag > self.spec.max_replica_lag_s:
+                behind = "an unknown time (nothing replayed yet)" if lag is None else f"{lag:.1f}s"
+                raise SourceError(
+                    f"source {self.name}: the replica is {behind} behind its primary, more than "
+                    f"max_replica_lag_s ({self.spec.max_replica_lag_s:g}s); not snapshotting stale data",
+                    code="replica_lag",
+                )
+        state = {
+            "engine": "postgres",
+            "server_version": server_version,
+            "snapshot": snap,
+            "xmin": int(snap.split(":")[0]),
+            "wal_lsn": lsn,
+            "in_recovery": bool(in_recovery),
+            "transaction_start": started,
+        }
+        if in_recovery:
+            state["replica_lag_s"] = lag
+        return state

@@ -23,68 +23,84 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
-import re
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import pyarrow as pa
+from pydantic import Field, field_validator, model_validator
 
-from snapshot_platform.catalog import RedshiftSourceSpec, SecretMissingError, resolve
-from snapshot_platform.db_urls import secret_fragments
-from snapshot_platform.secrets import aws_refs
+from snapshot_platform.secrets import SecretOrLiteral, SecretRef, resolve
 from snapshot_platform.sources.base import (
-    Source,
     SourceError,
-    SourceRead,
+    SourceSpecBase,
+    StrictSpec,
     Window,
+    no_literal_password_in_url,
     ordered,
     redact,
     refuse_privileged_role,
     source_url,
-    with_secret_refresh,
 )
-from snapshot_platform.sources.postgres import TRANSIENT_CLASSES, TRANSIENT_SQLSTATES
-from snapshot_platform.sql_params import rewrite
+from snapshot_platform.sources.dbapi import DbapiSource, Opened, Stage, fetched
+from snapshot_platform.sources.redshift_types import (
+    Inexact,
+    arrow_type,
+    converter,
+    text_for_everything_else,
+    type_name,
+)
+from snapshot_platform.sources.sql import rewrite
+from snapshot_platform.sources.sqlstate import AUTH_SQLSTATES, MESSAGES, is_transient, sqlstate_error
+from snapshot_platform.sources.urls import secret_fragments
 
-AUTH_SQLSTATES = {"28P01", "28000"}
 _MESSAGES = {
-    "57014": "cancelled by the statement timeout ({timeout:g}s)",
-    "25006": "the query tried to write; snapshot sessions are read-only",
+    **MESSAGES,
     "25001": "the query tried to leave the read-only transaction",
-    "42501": "permission denied",
     "28P01": "authentication failed",
     "28000": "authentication failed",
 }
 
-# type OIDs decoded natively; everything else arrives as the server's text
-_BOOL, _INT8, _INT2, _INT4, _OID, _FLOAT4, _FLOAT8, _NUMERIC = 16, 20, 21, 23, 26, 700, 701, 1700
-_DATE, _TIME, _TIMESTAMP, _TIMESTAMPTZ, _BYTEA = 1082, 1083, 1114, 1184, 17
-_NATIVE = {
-    _BOOL: pa.bool_(),
-    _INT8: pa.int64(),
-    _INT2: pa.int16(),
-    _INT4: pa.int32(),
-    _OID: pa.int64(),
-    _FLOAT4: pa.float32(),
-    _FLOAT8: pa.float64(),
-    _DATE: pa.date32(),
-    _TIME: pa.time64("us"),
-    _TIMESTAMP: pa.timestamp("us"),
-    _TIMESTAMPTZ: pa.timestamp("us", tz="UTC"),
-    _BYTEA: pa.binary(),
-}
+
+class RedshiftIamSpec(StrictSpec):
+    """Machine identity: temporary credentials from ``redshift:GetClusterCredentials``."""
+
+    cluster_identifier: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    db_user: str = Field(min_length=1, max_length=128)
+    auto_create: bool = False
+    db_groups: list[str] = []
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
+    duration_s: int = Field(default=900, ge=900, le=3600)
+    endpoint_url: str | None = Field(default=None, description="a Redshift API endpoint (tests, VPC endpoints)")
 
 
-def arrow_type(type_code: int, precision: int | None, scale: int | None) -> pa.DataType:
-    if type_code == _NUMERIC:
-        if precision is None or precision <= 0 or scale is None:
-            return pa.string()  # unconstrained NUMERIC: exact as text
-        if scale < 0 or scale > precision:
-            return pa.string()
-        return pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
-    return _NATIVE.get(type_code, pa.string())
+class RedshiftSourceSpec(SourceSpecBase):
+    """Redshift over the PostgreSQL protocol: stored credentials (``url``) or IAM (``iam``)."""
+
+    kind: Literal["redshift"]
+    url: SecretOrLiteral | None = Field(default=None, description="postgresql://user:password@host:5439/db")
+    password: SecretRef | None = Field(default=None, description="overrides the URL's password")
+    host: str | None = Field(default=None, description="the cluster endpoint (with iam)")
+    port: int = Field(default=5439, ge=1, le=65535)
+    database: str | None = Field(default=None, description="the database (with iam)")
+    iam: RedshiftIamSpec | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "require"
+    fetch_batch_rows: int = Field(default=10_000, ge=100, le=1_000_000)
+
+    @field_validator("url")
+    @classmethod
+    def _no_literal_password(cls, v: SecretOrLiteral | None) -> SecretOrLiteral | None:
+        return no_literal_password_in_url(v)
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> "RedshiftSourceSpec":
+        if (self.url is None) == (self.iam is None):
+            raise ValueError("give either url (stored credentials) or iam (GetClusterCredentials), not both")
+        if self.iam is not None and (not self.host or not self.database):
+            raise ValueError("iam needs host and database")
+        if self.iam is not None and self.password is not None:
+            raise ValueError("password is for stored credentials; iam issues its own")
+        return self
 
 
 # ---------------------------------------------------------------- IAM credentials
@@ -148,7 +164,7 @@ def forget_iam_credentials() -> None:
         _iam_cache.clear()
 
 
-class RedshiftSource(Source):
+class RedshiftSource(DbapiSource):
     kind = "redshift"
     spec: RedshiftSourceSpec
 
@@ -223,17 +239,9 @@ class RedshiftSource(Source):
                                transient=exc.transient, code=exc.code)
         sqlstate = getattr(exc, "sqlstate", None)
         text = redact(str(exc).strip(), self._secrets())
-        transient = bool(sqlstate) and (sqlstate in TRANSIENT_SQLSTATES or sqlstate[:2] in TRANSIENT_CLASSES)
-        if stage == "connect":
-            transient = False  # an unreachable or refusing server fails at once
-        hint = _MESSAGES.get(sqlstate or "", "")
-        if hint:
-            hint = hint.format(timeout=self.spec.statement_timeout_s) + ": "
-        return SourceError(
-            f"source {self.name} ({stage}): {hint}{text}" + (f" [SQLSTATE {sqlstate}]" if sqlstate else ""),
-            transient=transient,
-            code=sqlstate,
-        )
+        # an unreachable or refusing server fails at once
+        transient = is_transient(sqlstate) and stage != "connect"
+        return sqlstate_error(self.name, stage, text, sqlstate, _MESSAGES, self.spec.statement_timeout_s, transient)
 
     def _connect(self, refresh: bool) -> Any:
         import psycopg
@@ -247,191 +255,93 @@ class RedshiftSource(Source):
             autocommit=True,
         )
 
-    @contextlib.contextmanager
-    def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
+    # ------------------------------------------------------------ the read (skeleton: sources/dbapi.py)
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        import psycopg
+
+        return (psycopg.Error,)
+
+    def _connect_errors(self) -> tuple[type[BaseException], ...]:
+        return (*self._driver_errors(), SourceError)  # SourceError: GetClusterCredentials failed
+
+    def _is_auth_failure(self, exc: BaseException) -> bool:
+        import psycopg
+
+        return getattr(exc, "sqlstate", None) in AUTH_SQLSTATES or (
+            isinstance(exc, psycopg.OperationalError) and "authentication failed" in str(exc)
+        )
+
+    def _secret_refs(self) -> list[Any]:
+        return [self.spec.url, self.spec.password]
+
+    def _refreshable(self) -> bool:
+        return self.spec.iam is not None or super()._refreshable()
+
+    def _cursor(self, conn: Any) -> Any:
+        return None  # the session is set up on the connection; _open declares the server-side cursor
+
+    def _release(self, conn: Any, cur: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.rollback()  # ends the transaction, closing the server-side cursor
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def _open(self, conn: Any, cur: Any, query: str, window: Window, key: list[str], stage: Stage) -> Opened:
         import psycopg
         from psycopg import sql as pgsql
 
-        def auth_failure(exc: BaseException) -> bool:
-            return getattr(exc, "sqlstate", None) in AUTH_SQLSTATES or (
-                isinstance(exc, psycopg.OperationalError) and "authentication failed" in str(exc)
-            )
+        text_for_everything_else(conn)
+        privileged = self._privileged_role(conn)
+        timeout_ms = int(self.spec.statement_timeout_s * 1000)
+        conn.execute(pgsql.SQL("SET statement_timeout TO {}").format(pgsql.Literal(timeout_ms)))
+        conn.execute("SET TimeZone TO 'UTC'")
+        # text of floats that reads back exactly (2: Redshift's maximum; PostgreSQL 12+: shortest exact)
+        conn.execute("SET extra_float_digits TO 2")
+        conn.execute("SET DateStyle TO 'ISO, MDY'")
+        conn.autocommit = False
+        conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+        conn.read_only = True  # psycopg opens: BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY
+        stage.name = "snapshot marker"
+        row = conn.execute(
+            "SELECT version(), current_user, pg_backend_pid(), now()::timestamptz"
+        ).fetchone()
+        assert row is not None
+        server_version, user, pid, started = row
+        state = {
+            "engine": "redshift",
+            "server_version": server_version,
+            "user": user,
+            "backend_pid": pid,
+            "transaction_start": started.astimezone(dt.timezone.utc).isoformat()
+            if isinstance(started, dt.datetime) else str(started),
+        }
+        if privileged:
+            state["privileged_role"] = privileged
+        stage.name = "query"
+        text, _ = rewrite(ordered(query, key).replace("%", "%%"), lambda n, _i: f"%({n})s::timestamptz")
+        named = conn.cursor(name="snapshot_platform_read")
+        named.itersize = self.spec.fetch_batch_rows
+        named.execute(text, {"partition_start": window.start, "partition_end": window.end})
+        description = named.description or []
+        schema = pa.schema(
+            [pa.field(c.name, arrow_type(c.type_code, c.precision, c.scale), True) for c in description]
+        )
+        converters = [converter(t) for t in schema.types]
+        types = {c.name: type_name(conn, c.type_code) for c in description}
+        return Opened(
+            schema=schema,
+            chunks=fetched(named, self.spec.fetch_batch_rows),
+            to_batch=lambda rows: self._batch(rows, schema, converters, types),
+            state=state,
+            source_types=types,
+        )
 
-        try:
-            conn = with_secret_refresh(
-                self._connect,
-                auth_failure,
-                refreshable=self.spec.iam is not None or bool(aws_refs(self.spec.url, self.spec.password)),
-            )
-        except (psycopg.Error, SourceError) as exc:
-            raise self._error(exc, "connect") from None
-        except SecretMissingError as exc:
-            raise SourceError(f"source {self.name} (connect): {exc}") from None
-        stage = "session setup"
-        try:
-            _text_for_everything_else(conn)
-            privileged = self._privileged_role(conn)
-            timeout_ms = int(self.spec.statement_timeout_s * 1000)
-            conn.execute(pgsql.SQL("SET statement_timeout TO {}").format(pgsql.Literal(timeout_ms)))
-            conn.execute("SET TimeZone TO 'UTC'")
-            # text of floats that reads back exactly (2: Redshift's maximum; PostgreSQL 12+: shortest exact)
-            conn.execute("SET extra_float_digits TO 2")
-            conn.execute("SET DateStyle TO 'ISO, MDY'")
-            conn.autocommit = False
-            conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
-            conn.read_only = True  # psycopg opens: BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY
-            stage = "snapshot marker"
-            row = conn.execute(
-                "SELECT version(), current_user, pg_backend_pid(), now()::timestamptz"
-            ).fetchone()
-            assert row is not None
-            server_version, user, pid, started = row
-            state = {
-                "engine": "redshift",
-                "server_version": server_version,
-                "user": user,
-                "backend_pid": pid,
-                "transaction_start": started.astimezone(dt.timezone.utc).isoformat()
-                if isinstance(started, dt.datetime) else str(started),
-            }
-            if privileged:
-                state["privileged_role"] = privileged
-            stage = "query"
-            text, _ = rewrite(ordered(query, key).replace("%", "%%"), lambda n, _i: f"%({n})s::timestamptz")
-            cur = conn.cursor(name="snapshot_platform_read")
-            cur.itersize = self.spec.fetch_batch_rows
-            cur.execute(text, {"partition_start": window.start, "partition_end": window.end})
-            description = cur.description or []
-            schema = pa.schema(
-                [pa.field(c.name, arrow_type(c.type_code, c.precision, c.scale), True) for c in description]
-            )
-            converters = [_converter(t) for t in schema.types]
-            batch_rows = self.spec.fetch_batch_rows
+    def _unfit_errors(self) -> tuple[type[BaseException], ...]:
+        return (Inexact, pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
 
-            def batches() -> Iterator[pa.RecordBatch]:
-                while True:
-                    try:
-                        rows = cur.fetchmany(batch_rows)
-                    except psycopg.Error as exc:
-                        raise self._error(exc, "streaming rows") from None
-                    if not rows:
-                        return
-                    yield self._batch(rows, schema, converters)
-
-            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
-                             source_types={c.name: _type_name(conn, c.type_code) for c in description})
-        except psycopg.Error as exc:
-            raise self._error(exc, stage) from None
-        finally:
-            with contextlib.suppress(Exception):
-                conn.rollback()
-            with contextlib.suppress(Exception):
-                conn.close()
-
-    def _batch(self, rows: list[tuple], schema: pa.Schema, converters: list[Callable[[Any], Any] | None]) -> pa.RecordBatch:
-        arrays = []
-        for i, (f, conv) in enumerate(zip(schema, converters)):
-            values = [r[i] for r in rows]
-            if conv is not None:
-                try:
-                    values = [None if v is None else conv(v) for v in values]
-                except _Inexact as exc:
-                    raise SourceError(
-                        f"source {self.name}: column {f.name!r} ({f.type}) holds {exc}, which it cannot hold "
-                        f"exactly: cast it in the query ({f.name}::text keeps the server's text) or replace it"
-                    ) from None
-            try:
-                arrays.append(pa.array(values, type=f.type))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-                raise SourceError(f"source {self.name}: column {f.name!r} ({f.type}): {exc}") from None
-        return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def _decimal_text(v: Any) -> str:
-    return format(v, "f") if hasattr(v, "as_tuple") and v.is_finite() else str(v)
-
-
-class _Inexact(ValueError):
-    """A value the column's Arrow type cannot hold (its text is the message)."""
-
-
-# dates and times travel as the server's ISO text (DateStyle ISO, TimeZone UTC) and become day and
-# microsecond counts here: Python's datetime stops at year 9999 and knows no BC, Arrow's types do not
-_ISO = re.compile(r"(\d{4,})-(\d\d)-(\d\d)(?: (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:\+00(?::00)?)?)?( BC)?")
-_CLOCK = re.compile(r"(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?")
-
-
-def _days_from_civil(y: int, m: int, d: int) -> int:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-
-
-def _temporal(text: str, with_time: bool) -> int:
-    m = _ISO.fullmatch(text)
-    if m is None or (m.group(4) is None) == with_time:
-        raise _Inexact(repr(text))
-    year = int(m.group(1))
-    days = _days_from_civil(1 - year if m.group(8) else year, int(m.group(2)), int(m.group(3)))
-    if not with_time:
-        return days
-    us = ((int(m.group(4)) * 60 + int(m.group(5))) * 60 + int(m.group(6))) * 1_000_000
-    us += days * 86_400_000_000 + int((m.group(7) or "0").ljust(6, "0"))
-    if us >= 2**63:
-        raise _Inexact(repr(text))  # after 294247-01-10: beyond an int64 count of microseconds
-    return us
-
-
-def _clock(text: str) -> int:
-    m = _CLOCK.fullmatch(text)
-    us = None if m is None else (
-        ((int(m.group(1)) * 60 + int(m.group(2))) * 60 + int(m.group(3))) * 1_000_000
-        + int((m.group(4) or "0").ljust(6, "0")))
-    if us is None or us >= 86_400_000_000:
-        raise _Inexact(repr(text))  # 24:00:00: an Arrow time is within one day
-    return us
-
-
-def _converter(t: pa.DataType) -> Callable[[Any], Any] | None:
-    if pa.types.is_date32(t):
-        return lambda v: _temporal(v, False)
-    if pa.types.is_timestamp(t):
-        return lambda v: _temporal(v, True)
-    if pa.types.is_time64(t):
-        return _clock
-    if pa.types.is_string(t):
-        return lambda v: v if isinstance(v, str) else (_decimal_text(v) if hasattr(v, "as_tuple") else (
-            json.dumps(v) if isinstance(v, (dict, list)) else str(v)))
-    if pa.types.is_binary(t):
-        return bytes
-    return None
-
-
-def _text_for_everything_else(conn: Any) -> None:
-    """Load every type we do not decode natively as the server's own text (json, interval, arrays,
-    uuid, Redshift's SUPER...), so nothing is reinterpreted by Python on the way."""
-    from psycopg.adapt import Loader
-    from psycopg.postgres import types as builtins
-
-    class _Text(Loader):
-        def load(self, data: Any) -> str:
-            return bytes(data).decode("utf-8")
-
-    native = (set(_NATIVE) | {_NUMERIC}) - {_DATE, _TIME, _TIMESTAMP, _TIMESTAMPTZ}
-    for info in builtins:
-        if info.oid not in native:
-            conn.adapters.register_loader(info.oid, _Text)
-        if getattr(info, "array_oid", 0):
-            conn.adapters.register_loader(info.array_oid, _Text)
-
-
-def _type_name(conn: Any, oid: int) -> str:
-    """The database's name of a result type (``date``, ``super``...), from psycopg's registry of
-    built-in types, else ``oid <n>`` (Redshift's own types: SUPER, VARBYTE, GEOMETRY...)."""
-    from psycopg.postgres import types as builtins
-
-    info = builtins.get(oid)
-    return info.name if info is not None else f"oid {oid}"
+    def _unfit(self, f: pa.Field, db_type: str, values: list[Any], exc: BaseException) -> str:
+        if isinstance(exc, Inexact):
+            return (f"source {self.name}: column {f.name!r} ({f.type}) holds {exc}, which it cannot hold "
+                    f"exactly: cast it in the query ({f.name}::text keeps the server's text) or replace it")
+        return f"source {self.name}: column {f.name!r} ({f.type}): {exc}"

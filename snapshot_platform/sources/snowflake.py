@@ -32,25 +32,61 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import pyarrow as pa
+from pydantic import ConfigDict, Field, model_validator
 
-from snapshot_platform.catalog import SNAPSHOT_TIME_PARAM, SecretMissingError, SnowflakeSourceSpec, resolve
-from snapshot_platform.catalog import SNOWFLAKE_ADMIN_ROLES
-from snapshot_platform.secrets import aws_refs
-from snapshot_platform.sources.base import (
-    Source,
-    SourceError,
-    SourceRead,
-    Window,
-    ordered,
-    redact,
-    refuse_privileged_role,
-    with_secret_refresh,
-)
+from snapshot_platform.secrets import SecretOrLiteral, SecretRef, resolve
+from snapshot_platform.sources.base import SourceError, SourceSpecBase, Window, ordered, redact, refuse_privileged_role
+from snapshot_platform.sources.dbapi import DbapiSource, Opened, Stage
 from snapshot_platform.sources.exact import conform_exact
-from snapshot_platform.sql_params import find_placeholders, rewrite
+from snapshot_platform.sources.sql import SNAPSHOT_TIME_PARAM, find_placeholders, rewrite
+
+# Snowflake's system-defined roles that own or may grant everything: never a snapshot's role by default
+SNOWFLAKE_ADMIN_ROLES = frozenset({"ACCOUNTADMIN", "SECURITYADMIN", "SYSADMIN", "ORGADMIN", "USERADMIN"})
+
+
+class SnowflakeSourceSpec(SourceSpecBase):
+    """Snowflake: password or key-pair authentication."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    kind: Literal["snowflake"]
+    account: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,255}$")
+    user: SecretOrLiteral
+    password: SecretRef | None = None
+    private_key: SecretRef | None = Field(default=None, description="PEM private key (key-pair authentication)")
+    private_key_file: SecretOrLiteral | None = Field(default=None, description="PEM private key file")
+    private_key_passphrase: SecretRef | None = None
+    warehouse: str | None = None
+    database: str | None = None
+    schema_name: str | None = Field(default=None, alias="schema")
+    role: str | None = Field(default=None, description="a role that can only SELECT")
+    host: str | None = Field(default=None, description="PrivateLink host or an emulator")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    protocol: Literal["https", "http"] = "https"
+
+    @model_validator(mode="after")
+    def _not_an_admin_role(self) -> "SnowflakeSourceSpec":
+        if self.role and self.role.strip('"').upper() in SNOWFLAKE_ADMIN_ROLES and not self.allow_privileged_role:
+            raise ValueError(
+                f"role {self.role} is a Snowflake administrative role (it can write and grant); use a role "
+                "that can only SELECT, or set allow_privileged_role: true (warned on every read)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> "SnowflakeSourceSpec":
+        given = [n for n in ("password", "private_key", "private_key_file") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of password, private_key, private_key_file")
+        if self.private_key_passphrase is not None and self.password is not None:
+            raise ValueError("private_key_passphrase goes with private_key or private_key_file")
+        if self.protocol == "http" and self.host not in {"127.0.0.1", "localhost", "::1"}:
+            raise ValueError("protocol http is only for an emulator on this machine")
+        return self
+
 
 AUTH_ERRNOS = {390100, 390144, 390191, 251005, 251006}
 TIMEOUT_ERRNOS = {630, 604}
@@ -115,7 +151,7 @@ def arrow_type(type_code: int, precision: int | None, scale: int | None) -> pa.D
     return None  # VECTOR, MAP, FILE, INTERVAL_*, DECFLOAT, anything newer: no exact form known here
 
 
-class SnowflakeSource(Source):
+class SnowflakeSource(DbapiSource):
     kind = "snowflake"
     spec: SnowflakeSourceSpec
 
@@ -242,81 +278,71 @@ class SnowflakeSource(Source):
             code=str(errno) if errno is not None else None,
         )
 
-    @contextlib.contextmanager
-    def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
+    # ------------------------------------------------------------ the read (skeleton: sources/dbapi.py)
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
         import snowflake.connector.errors as sferr
 
-        def auth_failure(exc: BaseException) -> bool:
-            return getattr(exc, "errno", None) in AUTH_ERRNOS or "incorrect username or password" in str(exc).lower()
+        return (sferr.Error,)
 
-        try:
-            conn = with_secret_refresh(
-                self._connect,
-                auth_failure,
-                refreshable=bool(aws_refs(self.spec.password, self.spec.private_key, self.spec.private_key_passphrase)),
-            )
-        except (sferr.Error, OSError) as exc:
-            raise self._error(exc, "connect") from None
-        except SecretMissingError as exc:
-            raise SourceError(f"source {self.name} (connect): {exc}") from None
-        cur = conn.cursor()
-        stage = "session setup"
-        try:
-            privileged = self._privileged_role(cur)
-            stage = "snapshot marker"
-            cur.execute("SELECT CURRENT_TIMESTAMP(), CURRENT_VERSION()")
-            now, version = cur.fetchone()
-            pinned = any(p.name == SNAPSHOT_TIME_PARAM for p in find_placeholders(query, backslash_escapes=True))
-            stage = "query"
-            sql, names = rewrite(ordered(query, key, quote=_quote), lambda _n, _i: "?", backslash_escapes=True)
-            # bound server-side as TIMESTAMP_NTZ holding UTC wall time: with the session's TIMEZONE = UTC,
-            # Snowflake compares it with DATE, TIMESTAMP_NTZ, _LTZ and _TZ columns as the UTC instant
-            values = {
-                "partition_start": _utc_wall(window.start),
-                "partition_end": _utc_wall(window.end),
-                SNAPSHOT_TIME_PARAM: _utc_wall(now),
-            }
-            cur.execute(sql, [("TIMESTAMP_NTZ", values[n]) for n in names],
-                        timeout=int(self.spec.statement_timeout_s) + 5)
-            source_types = {c.name: type_name(c.type_code, c.precision, c.scale) for c in cur.description}
-            fields = []
-            for c in cur.description:
-                t = arrow_type(c.type_code, c.precision, c.scale)
-                if t is None:
-                    raise SourceError(
-                        f"source {self.name}: column {c.name} is a Snowflake {source_types[c.name]}, which has "
-                        f"no exact Arrow type here; " + _INEXACT_HINT.format(column=c.name),
-                        code="inexact_type",
-                    )
-                fields.append(pa.field(c.name, t, True))
-            schema = pa.schema(fields)
-            state = {
-                "engine": "snowflake",
-                "query_id": cur.sfqid,
-                "server_version": version,
-                "snapshot_time": now.astimezone(dt.timezone.utc).isoformat() if isinstance(now, dt.datetime) else str(now),
-                "pinned": pinned,
-                **({"privileged_role": privileged} if privileged else {}),
-            }
+    def _connect_errors(self) -> tuple[type[BaseException], ...]:
+        return (*self._driver_errors(), OSError)
 
-            def batches() -> Iterator[pa.RecordBatch]:
-                try:
-                    for table in cur.fetch_arrow_batches():
-                        for b in table.to_batches():
-                            if b.num_rows:
-                                yield conform_exact(b, schema, self.name, "Snowflake", source_types, _CONFORM_HINT)
-                except sferr.Error as exc:
-                    raise self._error(exc, "streaming rows") from None
+    def _is_auth_failure(self, exc: BaseException) -> bool:
+        return getattr(exc, "errno", None) in AUTH_ERRNOS or "incorrect username or password" in str(exc).lower()
 
-            yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
-                             source_types=source_types)
-        except sferr.Error as exc:
-            raise self._error(exc, stage) from None
-        finally:
-            with contextlib.suppress(Exception):
-                cur.close()
-            with contextlib.suppress(Exception):
-                conn.close()
+    def _secret_refs(self) -> list[Any]:
+        return [self.spec.password, self.spec.private_key, self.spec.private_key_passphrase]
+
+    def _open(self, conn: Any, cur: Any, query: str, window: Window, key: list[str], stage: Stage) -> Opened:
+        privileged = self._privileged_role(cur)
+        stage.name = "snapshot marker"
+        cur.execute("SELECT CURRENT_TIMESTAMP(), CURRENT_VERSION()")
+        now, version = cur.fetchone()
+        pinned = any(p.name == SNAPSHOT_TIME_PARAM for p in find_placeholders(query, backslash_escapes=True))
+        stage.name = "query"
+        sql, names = rewrite(ordered(query, key, quote=_quote), lambda _n, _i: "?", backslash_escapes=True)
+        # bound server-side as TIMESTAMP_NTZ holding UTC wall time: with the session's TIMEZONE = UTC,
+        # Snowflake compares it with DATE, TIMESTAMP_NTZ, _LTZ and _TZ columns as the UTC instant
+        values = {
+            "partition_start": _utc_wall(window.start),
+            "partition_end": _utc_wall(window.end),
+            SNAPSHOT_TIME_PARAM: _utc_wall(now),
+        }
+        cur.execute(sql, [("TIMESTAMP_NTZ", values[n]) for n in names],
+                    timeout=int(self.spec.statement_timeout_s) + 5)
+        source_types = {c.name: type_name(c.type_code, c.precision, c.scale) for c in cur.description}
+        fields = []
+        for c in cur.description:
+            t = arrow_type(c.type_code, c.precision, c.scale)
+            if t is None:
+                raise SourceError(
+                    f"source {self.name}: column {c.name} is a Snowflake {source_types[c.name]}, which has "
+                    f"no exact Arrow type here; " + _INEXACT_HINT.format(column=c.name),
+                    code="inexact_type",
+                )
+            fields.append(pa.field(c.name, t, True))
+        schema = pa.schema(fields)
+        state = {
+            "engine": "snowflake",
+            "query_id": cur.sfqid,
+            "server_version": version,
+            "snapshot_time": now.astimezone(dt.timezone.utc).isoformat() if isinstance(now, dt.datetime) else str(now),
+            "pinned": pinned,
+            **({"privileged_role": privileged} if privileged else {}),
+        }
+
+        def chunks() -> Iterator[pa.RecordBatch]:  # fetched when the first batch is pulled
+            for table in cur.fetch_arrow_batches():
+                yield from (b for b in table.to_batches() if b.num_rows)
+
+        return Opened(
+            schema=schema,
+            chunks=chunks(),
+            to_batch=lambda b: conform_exact(b, schema, self.name, "Snowflake", source_types, _CONFORM_HINT),
+            state=state,
+            source_types=source_types,
+        )
 
 
 def _utc_wall(t: Any) -> dt.datetime:

@@ -27,13 +27,19 @@ import re
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import pyarrow as pa
 
-from snapshot_platform.catalog import SqliteSourceSpec, resolve
 from snapshot_platform.home import platform_home
-from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, ordered
+from snapshot_platform.secrets import SecretOrLiteral, resolve
+from snapshot_platform.sources.base import Source, SourceError, SourceRead, SourceSpecBase, Window, ordered
+
+
+class SqliteSourceSpec(SourceSpecBase):
+    kind: Literal["sqlite"]
+    path: SecretOrLiteral
+
 
 _BATCH_ROWS = 50_000
 _EXACT_INT = 2**53  # integers a double holds exactly

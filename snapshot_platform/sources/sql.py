@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 WINDOW_PARAMS = ("partition_start", "partition_end")
+# pins a query's tables to the read's start, on the engines whose registry entry allows it
+SNAPSHOT_TIME_PARAM = "snapshot_time"
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
