@@ -1,6 +1,6 @@
 """The snapshot store, without any database: Arrow batches in, write-once hash-verified versions out.
 
-Covers DESIGN.md §2 (layout, manifest, content-derived version ids) and §5 properties 1-3 and 8:
+Covers docs/architecture.md (layout, manifest, content-derived version ids, publish protocol):
 a reader never sees a partial snapshot, versions are write-once (also under concurrent publishers),
 a flipped byte is caught, hostile names cannot escape the storage root.
 """
@@ -174,8 +174,8 @@ def test_same_rows_same_version_when_the_dictionary_overflows(tmp_path):
 
     The writer falls back from dictionary to plain encoding at a point that depends on the chunks of
     the table it is handed; ``write_parts`` hands row groups made of the source's batches, so the
-    same rows in different batch sizes give different bytes and a new version (DESIGN §2 says the
-    same rows in the same order give the same version, whatever the batch sizes).
+    same rows in different batch sizes give different bytes and a new version (docs/architecture.md
+    says the same rows in the same order give the same version, whatever the batch sizes).
     """
     store = SnapshotStore(tmp_path / "storage")  # default settings: 131072-row groups
     n = 140_000

@@ -18,7 +18,7 @@ protocol         library     exclusive create                                   
 
 S3 answers 409 ConditionalRequestConflict while a competing conditional write to the same key is in
 flight; that is retried, and the retry then gets 412. Any other protocol is refused: a store that
-cannot create the manifest exclusively cannot keep versions write-once (DESIGN.md §2, §5.2).
+cannot create the manifest exclusively cannot keep versions write-once (docs/architecture.md, "The publish protocol").
 
 Copies are complete when :func:`copy_object` returns: S3 CopyObject and GCS rewrite (looped until
 done) are synchronous already; an Azure Copy Blob may be accepted as ``pending``, so it is polled to

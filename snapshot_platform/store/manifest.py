@@ -1,7 +1,7 @@
 """``manifest.json``: the record of one published snapshot version, and the source of truth.
 
 The manifest is written last and once; a version folder without one is not a snapshot. Its fields
-are a contract (DESIGN.md §2): other tools read them without this package.
+are a contract (docs/architecture.md lists them): other tools read them without this package.
 """
 
 from __future__ import annotations

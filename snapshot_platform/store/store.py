@@ -1,6 +1,6 @@
 """The snapshot store: publish write-once versions atomically, list them, read them hash-verified.
 
-Layout (DESIGN.md §2)::
+Layout (docs/architecture.md)::
 
     <root>/snapshots/<name>/<partition_key>/<version>/manifest.json
     <root>/snapshots/<name>/<partition_key>/<version>/part-00000.parquet
