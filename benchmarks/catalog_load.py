@@ -62,7 +62,7 @@ def main() -> None:
         t = time.perf_counter()
         catalog = catalog_module.load_catalog(path)
         print(f"  load_catalog:       {time.perf_counter() - t:6.2f} s")
-        from snapshot_platform.definitions import build_definitions
+        from snapshot_platform.orchestration.definitions import build_definitions
 
         t = time.perf_counter()
         build_definitions(catalog)

@@ -5,7 +5,7 @@ table with ``generate_series`` (server side, fast; reused when it already holds 
 then snapshots the whole table twice, each pipeline in a fresh Python process so that its peak RSS
 is its own:
 
-* **ours**: ``snapshot_platform.snapshotter.take_snapshot`` with an in-memory catalog, a window
+* **ours**: ``snapshot_platform.capture.take_snapshot`` with an in-memory catalog, a window
   covering every row, and a ``SnapshotStore`` in a temporary folder (ADBC binary COPY → Arrow
   batches → zstd Parquet parts, hashed and published with a manifest);
 * **pandas**: ``pandas.read_sql`` of the same ordered query through SQLAlchemy 2 + psycopg 3, then
@@ -248,8 +248,8 @@ def _maxrss_bytes() -> int:
 
 def child_ours(url: str, out: Path) -> dict[str, Any]:
     from snapshot_platform.catalog import parse_catalog
-    from snapshot_platform.snapshotter import take_snapshot
-    from snapshot_platform.sources import Window
+    from snapshot_platform.capture import take_snapshot
+    from snapshot_platform.sources import Window, make_source
     from snapshot_platform.store import SnapshotStore
 
     catalog = parse_catalog(
@@ -270,7 +270,10 @@ def child_ours(url: str, out: Path) -> dict[str, Any]:
     store = SnapshotStore(str(out))
     import_rss = _maxrss_bytes()
     started = time.perf_counter()
-    outcome = take_snapshot(catalog, SNAPSHOT, PARTITION_KEY, store, window=Window(WINDOW_START, WINDOW_END))
+    spec = catalog.snapshots[SNAPSHOT]
+    source = make_source(spec.source, catalog.sources[spec.source])
+    outcome = take_snapshot(spec, source, Window(WINDOW_START, WINDOW_END), store,
+                            name=SNAPSHOT, partition_key=PARTITION_KEY)
     seconds = time.perf_counter() - started
     manifest = outcome.result.manifest
     return {

@@ -16,9 +16,9 @@ from dagster import AssetIn, AssetKey, DagsterInstance, TimeWindowPartitionMappi
 
 from snapshot_platform.catalog import CatalogError, parse_catalog
 from snapshot_platform.checks import History, check_defs, run_checks
-from snapshot_platform.definitions import build_assets, build_definitions, build_resources
+from snapshot_platform.orchestration.definitions import build_assets, build_definitions, build_resources
 from snapshot_platform.gate import UntrainableSnapshot, assert_trainable
-from snapshot_platform.partitions import partitions_def
+from snapshot_platform.orchestration.partitions import partitions_def
 from snapshot_platform.store import SnapshotStore, schema_to_json
 from snapshot_platform_tests.conftest import reader_url
 

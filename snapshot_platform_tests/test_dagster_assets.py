@@ -39,9 +39,9 @@ from dagster import (
 import snapshot_platform.definitions as definitions_module
 from snapshot_platform_tests.conftest import reader_url
 from snapshot_platform.catalog import DEMO_CATALOG, Catalog, load_catalog
-from snapshot_platform.definitions import build_assets, build_resources
-from snapshot_platform.partitions import partitions_def
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform.orchestration.definitions import build_assets, build_resources
+from snapshot_platform.orchestration.partitions import partitions_def
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.store import SnapshotStore, sha256_text
 
 MAIN = Path(__file__).resolve().parents[1]

@@ -760,7 +760,7 @@ def test_materialize_a_snapshot_asset_on_object_storage(peer, prefix, platform_e
     from dagster import AssetKey, DagsterInstance, materialize
 
     from snapshot_platform.catalog import DEMO_CATALOG, load_catalog
-    from snapshot_platform.definitions import build_assets, build_resources
+    from snapshot_platform.orchestration.definitions import build_assets, build_resources
     from snapshot_platform.demo import source_db
 
     if peer.name == "s3":  # no storage_options on this path: the endpoint comes from the environment too

@@ -27,7 +27,7 @@ import pymysql
 import pytest
 
 from snapshot_platform.catalog import Catalog, parse_catalog
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.cli_runs import BIN, dagster_materialize, files_containing, step_failures
@@ -463,7 +463,7 @@ def test_every_engine_is_a_configurable_resource_holding_references_only(monkeyp
     from dagster import AssetKey, Definitions
 
     from snapshot_platform.definitions import build_definitions
-    from snapshot_platform.source_resources import RESOURCE_CLASSES, SourceResource
+    from snapshot_platform.orchestration.resources import RESOURCE_CLASSES, SourceResource
 
     secret = f"S3ntinel-{uuid.uuid4()}"
     for k, v in sentinel_env(secret).items():

@@ -17,8 +17,8 @@ import pytest
 from snapshot_platform import secrets
 from snapshot_platform.catalog import CatalogError, parse_catalog
 from snapshot_platform.secrets import AwsSecretRef, SecretMissingError, resolve
-from snapshot_platform.snapshotter import take_snapshot
-from snapshot_platform.source_resources import source_resources
+from snapshot_platform_tests.capture_runs import take_snapshot
+from snapshot_platform.orchestration.resources import source_resources
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.cli_runs import files_containing

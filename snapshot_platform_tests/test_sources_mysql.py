@@ -17,7 +17,7 @@ import pymysql
 import pytest
 
 from snapshot_platform.catalog import Catalog, parse_catalog
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import Window, make_source
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.cli_runs import dagster_materialize, published_manifests

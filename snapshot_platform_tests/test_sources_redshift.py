@@ -22,7 +22,7 @@ import pyarrow as pa
 import pytest
 
 from snapshot_platform.catalog import Catalog, parse_catalog
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import Window, make_source
 from snapshot_platform.sources import redshift as rs
 from snapshot_platform.store import SnapshotStore

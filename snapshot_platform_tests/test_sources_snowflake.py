@@ -21,7 +21,7 @@ import pytest
 import snowflake.connector
 
 from snapshot_platform.catalog import CatalogError, parse_catalog
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.cli_runs import dagster_materialize, published_manifests

@@ -43,7 +43,7 @@ STORE_OWNED = ("format_version", "asset", "partition", "version", "created_at", 
 
 
 def manifest_fields(**override: Any) -> dict[str, Any]:
-    """The manifest fields only the caller knows, shaped like snapshotter.take_snapshot's."""
+    """The manifest fields only the caller knows, shaped like capture.take_snapshot's."""
     fields = {
         "window": {"start": "2024-01-01T00:00:00+00:00", "end": "2024-01-02T00:00:00+00:00"},
         "query": QUERY,
@@ -122,7 +122,7 @@ def test_publish_writes_a_complete_readable_manifest(store, root):
     assert sorted(p.name for p in folder.iterdir()) == [MANIFEST_NAME, "part-00000.parquet"]
 
     on_disk = json.loads((folder / MANIFEST_NAME).read_text())
-    assert on_disk == json.loads(json.dumps(result.manifest, default=str))
+    assert on_disk == json.loads(json.dumps(result.manifest.as_dict(), default=str))
     for field in REQUIRED_FIELDS:
         assert field in on_disk, field
     assert on_disk["format_version"] == FORMAT_VERSION == 2

@@ -24,9 +24,9 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from snapshot_platform.catalog import ModelSpec, load_catalog
 from snapshot_platform.cli import main
-from snapshot_platform.definitions import build_assets, build_resources
+from snapshot_platform.orchestration.definitions import build_assets, build_resources
 from snapshot_platform.demo import source_db
-from snapshot_platform.resources import VERSION_METADATA_KEY
+from snapshot_platform.orchestration.metadata import VERSION_METADATA_KEY
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform.training import lock as lock_mod
 from snapshot_platform.training.mlflow_logging import (

@@ -34,10 +34,10 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from conftest import reader_url
 from snapshot_platform.catalog import load_catalog, parse_catalog
-from snapshot_platform.definitions import build_assets, build_definitions, build_resources
+from snapshot_platform.orchestration.definitions import build_assets, build_definitions, build_resources
 from snapshot_platform.gate import UntrainableSnapshot
-from snapshot_platform.partitions import PartitionKeyError, window_for
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform.orchestration.partitions import PartitionKeyError, window_for
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.store import MANIFEST_NAME, IntegrityError, ManifestError, SnapshotStore
 from snapshot_platform.training.train import train
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pytest
 
 from snapshot_platform.catalog import parse_catalog
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.sources.exact import conform_exact
 from snapshot_platform.store import SnapshotStore

@@ -25,7 +25,7 @@ import pymysql
 import pytest
 
 from snapshot_platform.catalog import Catalog, parse_catalog
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.conftest import MYSQL_HOST, MYSQL_PORT, MYSQL_USER, missing_peer

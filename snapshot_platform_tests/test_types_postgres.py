@@ -26,7 +26,7 @@ from psycopg.adapt import Loader
 from psycopg.postgres import types as builtin_types
 
 from snapshot_platform.catalog import Catalog, parse_catalog
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.conftest import reader_url

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.test_sources_redshift import DAY, make_catalog, sql

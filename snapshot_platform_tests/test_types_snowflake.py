@@ -26,7 +26,7 @@ import pytest
 import snowflake.connector
 
 from snapshot_platform.catalog import parse_catalog
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
 

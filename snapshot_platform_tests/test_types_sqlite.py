@@ -26,7 +26,7 @@ import yaml
 
 from snapshot_platform.catalog import Catalog, parse_catalog
 from snapshot_platform.demo import source_db
-from snapshot_platform.snapshotter import take_snapshot
+from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
 

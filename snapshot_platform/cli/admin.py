@@ -17,7 +17,7 @@ from snapshot_platform.cli.common import catalog_of
 @click.pass_context
 def pools(ctx: click.Context, apply_: bool, as_json: bool) -> None:
     """Each source's max_concurrent_queries as the limit of its Dagster pool (source_<name>)."""
-    from snapshot_platform.source_resources import apply_pool_limits, pool_limits
+    from snapshot_platform.orchestration.pools import apply_pool_limits, pool_limits
 
     catalog = catalog_of(ctx)
     limits = pool_limits(catalog)

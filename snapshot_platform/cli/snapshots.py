@@ -55,17 +55,20 @@ def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool, allow
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        from snapshot_platform.partitions import PartitionKeyError, window_for
-        from snapshot_platform.snapshotter import take_snapshot
+        from snapshot_platform.capture import take_snapshot
+        from snapshot_platform.orchestration.partitions import PartitionKeyError, window_for
+        from snapshot_platform.sources import make_source
 
         catalog = catalog_of(ctx)
         if name not in catalog.snapshots:
             raise click.ClickException(f"{name!r} is not a snapshot in {catalog.path}")
+        spec = catalog.snapshots[name]
         try:
-            window = window_for(catalog.snapshots[name].partitions, partition, allow_open=allow_open_window)
+            window = window_for(spec.partitions, partition, allow_open=allow_open_window)
         except PartitionKeyError as exc:
             raise click.UsageError(str(exc), ctx) from None
-        outcome = take_snapshot(catalog, name, partition, store_of(ctx), window=window)
+        source = make_source(spec.source, catalog.sources[spec.source])
+        outcome = take_snapshot(spec, source, window, store_of(ctx), name=name, partition_key=partition)
     except (CatalogError, ValueError, SourceError, SecretMissingError, StorageWriteError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     except _Terminated:

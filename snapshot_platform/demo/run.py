@@ -19,12 +19,10 @@ from typing import Any
 import click
 from dagster import DagsterInstance, materialize
 
-from snapshot_platform.assets.models import model_key
-from snapshot_platform.assets.snapshots import snapshot_key
 from snapshot_platform.catalog import load_catalog
-from snapshot_platform.definitions import build_assets, build_resources
 from snapshot_platform.demo import source_db
-from snapshot_platform.resources import VERSION_METADATA_KEY
+from snapshot_platform.orchestration.definitions import build_assets, build_resources
+from snapshot_platform.orchestration.metadata import VERSION_METADATA_KEY, model_key, snapshot_key
 from snapshot_platform.home import platform_home
 from snapshot_platform.store import STORAGE_ENV, SnapshotStore, default_storage_url
 

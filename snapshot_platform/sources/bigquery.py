@@ -276,7 +276,7 @@ class BigQuerySource(Source):
                 use_legacy_sql=False,
             )
             config.job_timeout_ms = int(self.spec.statement_timeout_s * 1000)
-            # job_retry=None: a failed job is retried (or not) by the snapshotter, from the partition's start
+            # job_retry=None: a failed job is retried (or not) by capture.take_snapshot, from the partition's start
             job = client.query(sql, job_config=config, job_id_prefix="snapshot_platform_", retry=api_retry,
                                timeout=api_timeout, job_retry=None)
             try:

@@ -1,7 +1,7 @@
 """Training on pinned snapshot versions, with full lineage in MLflow.
 
 A plain library, like ``store/``: no Dagster import. The Dagster asset ``models/<name>``
-(``assets/models.py``) and the CLI (``reproduce``, ``compare``) wire it.
+(``orchestration/model_assets.py``) and the CLI (``reproduce``, ``compare``) wire it.
 
 - ``estimator``: a catalog estimator spec → a scikit-learn estimator, seeded for determinism
 - ``split``: the deterministic train/test split by a stable hash of the key

@@ -3,7 +3,7 @@
 Defaults: ``$MLFLOW_TRACKING_URI`` when set, else a SQLite store ``sqlite:///<platform home>/mlflow.db``
 with artifacts in ``<platform home>/mlartifacts`` (a new experiment gets its artifact location
 there; with a tracking server, the server decides). This module is plain Python; the Dagster
-resource that configures it is ``snapshot_platform.assets.models.MlflowResource``.
+resource that configures it is ``snapshot_platform.orchestration.resources.MlflowResource``.
 
 Lineage: each snapshot version trained on is a dataset input whose digest is the version id (not
 MLflow's own digest, which hashes only the first rows) and whose source is the version's storage

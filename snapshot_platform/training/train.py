@@ -28,7 +28,7 @@ import pyarrow as pa
 from snapshot_platform import __version__
 from snapshot_platform.catalog import ModelSpec
 from snapshot_platform.gate import assert_trainable
-from snapshot_platform.snapshotter import library_versions as snapshot_library_versions
+from snapshot_platform.capture import library_versions as snapshot_library_versions
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform.training import split as split_mod
 from snapshot_platform.training.estimator import (

@@ -7,7 +7,9 @@ store itself, so the version it records is the version it read. For each partiti
 
 1. a version pinned in run config (``pinned_versions: {partition: version}``);
 2. the version the partition's latest Dagster materialization recorded;
-3. the latest version published in storage (an ephemeral or lost Dagster instance).
+3. the latest version published in storage (an ephemeral or lost Dagster instance)
+
+(decided in one place for every downstream asset: ``orchestration/versions.py``).
 
 Every version must pass the training gate (its blocking checks), unless the run config gives
 ``allow_failed_checks_reason``, which is then logged with the run.
@@ -19,63 +21,31 @@ partition trains when its snapshots get a new version whose blocking checks pass
 
 
 import hashlib
-from typing import Any
 
 from dagster import (
     AssetDep,
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     AutomationCondition,
     Config,
-    ConfigurableResource,
     DataVersion,
     Failure,
     MaterializeResult,
-    MetadataValue,
     TimeWindowPartitionMapping,
     TimeWindowPartitionsDefinition,
     asset,
 )
 from pydantic import Field
 
-from snapshot_platform.assets.snapshots import snapshot_key
 from snapshot_platform.catalog import Catalog, ModelSpec
 from snapshot_platform.gate import UntrainableSnapshot
-from snapshot_platform.partitions import partitions_def
-from snapshot_platform.resources import SnapshotStoreResource, recorded_version
-from snapshot_platform.store import IntegrityError, ManifestError, SnapshotNotFound, SnapshotStore
-from snapshot_platform.training.mlflow_logging import (
-    TAG_DAGSTER_ASSET,
-    TAG_DAGSTER_PARTITION,
-    TAG_DAGSTER_RUN,
-    MlflowTracking,
-    default_tracking_uri,
-)
+from snapshot_platform.orchestration.metadata import MODEL_PREFIX, model_key, snapshot_key, training_metadata
+from snapshot_platform.orchestration.partitions import partitions_def
+from snapshot_platform.orchestration.resources import MlflowResource, SnapshotStoreResource
+from snapshot_platform.orchestration.versions import resolve_versions
+from snapshot_platform.store import IntegrityError
+from snapshot_platform.training.mlflow_logging import TAG_DAGSTER_ASSET, TAG_DAGSTER_PARTITION, TAG_DAGSTER_RUN
 from snapshot_platform.training.train import TrainingError, code_version, train
-
-MODEL_PREFIX = "models"
-MLFLOW_RESOURCE_KEY = "mlflow"
-
-
-def model_key(name: str) -> AssetKey:
-    return AssetKey([MODEL_PREFIX, name])
-
-
-class MlflowResource(ConfigurableResource):
-    """Where training runs are logged: an MLflow tracking URI (and, for a local store, its artifact root)."""
-
-    tracking_uri: str | None = Field(
-        default=None,
-        description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///<platform home>/mlflow.db",
-    )
-    artifact_root: str | None = Field(
-        default=None,
-        description="Artifact location for new experiments; default mlartifacts/ beside a local SQLite store",
-    )
-
-    def tracking(self) -> MlflowTracking:
-        return MlflowTracking(self.tracking_uri or default_tracking_uri(), self.artifact_root)
 
 
 class TrainingConfig(Config):
@@ -112,32 +82,6 @@ def training_partitions(spec: ModelSpec, pdef: TimeWindowPartitionsDefinition, p
     return keys
 
 
-def resolve_versions(
-    instance: Any, store: SnapshotStore, snapshot: str, partitions: list[str], pinned: dict[str, str]
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Each partition's manifest (pinned, else Dagster's recorded version, else the latest), and how chosen."""
-    unknown = sorted(set(pinned) - set(partitions))
-    if unknown:
-        raise Failure(description=(
-            f"pinned_versions names partitions this run does not train on: {', '.join(unknown)} "
-            f"(it trains on {', '.join(partitions)})"
-        ))
-    manifests, how = [], {}
-    for pk in partitions:
-        if pk in pinned:
-            version, how[pk] = pinned[pk], "pinned"
-        else:
-            version = recorded_version(instance, snapshot_key(snapshot), pk)
-            how[pk] = "dagster" if version else "latest in storage"
-        try:
-            manifests.append(store.read_manifest(snapshot, pk, version))
-        except SnapshotNotFound as exc:
-            raise Failure(description=f"{exc}; materialize snapshots/{snapshot} for {pk} first") from None
-        except ManifestError as exc:  # malformed, or not describing its own folder
-            raise Failure(description=f"{snapshot}/{pk}: the version cannot be trusted: {exc}") from None
-    return manifests, how
-
-
 def retrain_condition() -> AutomationCondition:
     """Dagster's ``eager`` condition, triggered by a new snapshot *version* rather than by any new
     materialization (re-snapshotting unchanged data gives the same version, which trains nothing new),
@@ -149,7 +93,7 @@ def retrain_condition() -> AutomationCondition:
     partition in the middle of a window would not hold the model back (and the run would then fail
     on the training gate). ``any_deps_match`` of a failure, negated, holds only when no partition of
     the window failed. It relies on check results recorded per partition (``AssetCheckSpec(
-    partitions_def=...)`` in assets/snapshots.py).
+    partitions_def=...)`` in orchestration/snapshot_assets.py).
 
     Like ``eager``: only the latest partition, never while a snapshot partition is missing or being
     written, at most once per change.
@@ -229,20 +173,7 @@ def build_model_asset(catalog: Catalog, name: str, spec: ModelSpec) -> AssetsDef
             (result.code_version + "".join(f"{p}={v};" for p, v in versions.items())).encode()
         ).hexdigest()[:20]
         return MaterializeResult(
-            metadata={
-                "mlflow/run_id": logged.run_id,
-                "mlflow/tracking_uri": logged.tracking_uri,
-                "mlflow/model_uri": logged.model_uri,
-                "mlflow/registered_model": f"{name} version {logged.registered_model_version}",
-                "mlflow/model_format": logged.model_format,
-                "snapshot/versions": MetadataValue.json(versions),
-                "snapshot/version_sources": MetadataValue.json(how),
-                "training/rows_train": int((~result.test_mask).sum()),
-                "training/rows_test": int(result.test_mask.sum()),
-                "training/code_version": result.code_version,
-                "training/seconds": round(result.seconds.get("total", 0.0), 3),
-                **{f"metric/{k}": float(v) for k, v in result.metrics.items()},
-            },
+            metadata=training_metadata(name, result, logged, versions, how),
             data_version=DataVersion(data_version),
         )
 

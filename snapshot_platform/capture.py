@@ -1,6 +1,9 @@
-"""Take one snapshot: catalog entry + partition → source read → published store version.
+"""Take one snapshot: a snapshot's spec, its source and its window → source read → published store version.
 
 This is the whole data path without Dagster (the asset calls it, so do the CLI and the benchmark).
+The caller computes the window once (the asset from its partition, the CLI from the partition key)
+and builds the source (the asset from its source resource, the CLI from the catalog's spec); this
+module looks nothing up in the catalog and imports nothing of Dagster.
 A transient error (lost connection, serialization failure, deadlock) is retried with backoff from
 the partition's start: the failed attempt's staging data is discarded, so a retry can neither
 duplicate nor skip rows. Any other error fails at once.
@@ -19,10 +22,9 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 
 from snapshot_platform import __version__
-from snapshot_platform.catalog import Catalog, SnapshotSpec
+from snapshot_platform.catalog import SnapshotSpec
 from snapshot_platform.checks import History, run_checks
-from snapshot_platform.partitions import window_for
-from snapshot_platform.sources import Source, SourceError, Window, make_source
+from snapshot_platform.sources import Source, SourceError, Window
 from snapshot_platform.store import PublishResult, SnapshotStore, schema_to_json, sha256_text
 
 log = logging.getLogger(__name__)
@@ -85,22 +87,22 @@ class SnapshotOutcome:
 
 
 def take_snapshot(
-    catalog: Catalog,
+    spec: SnapshotSpec,
+    source: Source,
+    window: Window,
+    store: SnapshotStore,
+    *,
     name: str,
     partition_key: str,
-    store: SnapshotStore,
     dagster_run_id: str | None = None,
-    window: Window | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    source: Source | None = None,
 ) -> SnapshotOutcome:
-    if name not in catalog.snapshots:
-        raise KeyError(f"{name!r} is not a snapshot in {catalog.path}")
-    spec = catalog.snapshots[name]
-    window = window or window_for(spec.partitions, partition_key)
-    source_name, source_spec = catalog.source_of(name)
-    source = source if source is not None else make_source(source_name, source_spec)
-    attempts = source_spec.max_attempts
+    """Read ``spec``'s query over ``window`` from ``source`` and publish it as ``name``/``partition_key``.
+
+    ``source`` is the snapshot's source (its ``max_attempts`` bounds the retries of transient errors);
+    ``window`` is the partition's window, computed by the caller.
+    """
+    attempts = source.spec.max_attempts
     started = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
@@ -111,7 +113,7 @@ def take_snapshot(
                     "query_sha256": sha256_text(spec.query),
                     "params": read.params,
                     "key": spec.key,
-                    "source": {"name": source_name, **source.describe()},
+                    "source": {"name": source.name, **source.describe()},
                     "source_state": read.state,
                     "dagster_run_id": dagster_run_id,
                     "code_version": code_version(spec),

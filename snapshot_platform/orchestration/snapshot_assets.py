@@ -1,76 +1,39 @@
 """One time-partitioned asset ``snapshots/<name>`` per catalog entry."""
 
-
 import warnings
-from typing import Any
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     BetaWarning,
     DataVersion,
     MaterializeResult,
     MetadataValue,
-    TableColumn,
-    TableSchema,
     asset,
 )
 
+from snapshot_platform.capture import SnapshotOutcome, code_version, take_snapshot
 from snapshot_platform.catalog import Catalog, SnapshotSpec
 from snapshot_platform.checks import check_defs
-from snapshot_platform.partitions import partitions_def
-from snapshot_platform.resources import VERSION_METADATA_KEY, SnapshotStoreResource
-from snapshot_platform.snapshotter import SnapshotOutcome, code_version, take_snapshot
-from snapshot_platform.source_resources import (
+from snapshot_platform.orchestration.io_manager import IO_MANAGER_KEY
+from snapshot_platform.orchestration.metadata import SNAPSHOT_PREFIX, check_metadata, snapshot_key, snapshot_metadata
+from snapshot_platform.orchestration.partitions import partitions_def
+from snapshot_platform.orchestration.pools import ensure_pool_limit, source_pool
+from snapshot_platform.orchestration.resources import (
+    SNAPSHOT_STORE_RESOURCE_KEY,
+    SnapshotStoreResource,
     SourceResource,
-    ensure_pool_limit,
     source_resource_key,
     source_resources,
 )
-from snapshot_platform.source_resources import source_resource as make_source_resource
+from snapshot_platform.orchestration.resources import source_resource as make_source_resource
 from snapshot_platform.sources import Window
 
 # each snapshot asset carries its source's resource (resource_defs, "beta" in Dagster 1.13)
 warnings.filterwarnings("ignore", message=r"Parameter `resource_defs` of function `asset`", category=BetaWarning)
-
-SNAPSHOT_PREFIX = "snapshots"
-IO_MANAGER_KEY = "snapshot_io_manager"
-
-
-def snapshot_key(name: str) -> AssetKey:
-    return AssetKey([SNAPSHOT_PREFIX, name])
-
-
-def source_pool(source: str) -> str:
-    """The Dagster concurrency pool that bounds concurrent queries against one source."""
-    return f"source_{source}"
-
-
-def snapshot_metadata(outcome: SnapshotOutcome) -> dict[str, Any]:
-    m = outcome.result.manifest
-    return {
-        "dagster/row_count": m["row_count"],
-        "dagster/column_schema": TableSchema(
-            columns=[TableColumn(name=c["name"], type=c["type"]) for c in m["schema"]]
-        ),
-        "dagster/uri": outcome.result.uri,
-        VERSION_METADATA_KEY: m["version"],
-        "snapshot/new_version": outcome.result.created,
-        "snapshot/files": MetadataValue.json(m["files"]),
-        "snapshot/query": MetadataValue.md(f"```sql\n{m['query'].strip()}\n```"),
-        "snapshot/query_sha256": m["query_sha256"],
-        "snapshot/params": MetadataValue.json(m["params"]),
-        "snapshot/source": MetadataValue.json(m["source"]),
-        "snapshot/source_state": MetadataValue.json(m["source_state"]),
-        "snapshot/created_at": m["created_at"],
-        "snapshot/duration_s": round(outcome.seconds, 3),
-        "snapshot/rows_per_s": round(outcome.rows_per_second, 1),
-        "snapshot/attempts": outcome.attempts,
-    }
 
 
 def check_results(name: str, outcome: SnapshotOutcome) -> list[AssetCheckResult]:
@@ -83,11 +46,7 @@ def check_results(name: str, outcome: SnapshotOutcome) -> list[AssetCheckResult]
             check_name=check_name,
             passed=bool(c["passed"]),
             severity=AssetCheckSeverity.ERROR if c.get("severity") == "ERROR" else AssetCheckSeverity.WARN,
-            metadata={
-                "details": MetadataValue.json(details),
-                "snapshot/version": outcome.result.version,
-                **{k: v for k, v in details.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-            },
+            metadata=check_metadata(outcome.result.version, details),
         ))
     return results
 
@@ -117,7 +76,7 @@ def build_snapshot_asset(
         pool=source_pool(spec.source),
         # the source is a resource of its own (one shared object per source, see build_snapshot_assets)
         resource_defs={source_key: source_resource},
-        required_resource_keys={"snapshot_store"},
+        required_resource_keys={SNAPSHOT_STORE_RESOURCE_KEY},
         check_specs=[
             # partitions_def: Dagster records each result under the run's partition (without it, 1.13
             # records the planned check under the partition and the result under none: the UI shows a
@@ -145,15 +104,15 @@ def build_snapshot_asset(
                 f"source {spec.source}: allow_privileged_role is true, so it may read as a superuser or a role "
                 "that can write; the read-only session is then the only guard (the source's state records it)"
             )
-        tw = context.partition_time_window
+        tw = context.partition_time_window  # the window, computed once: from the run's partition
         outcome = take_snapshot(
-            catalog,
-            name,
-            context.partition_key,
+            spec,
+            getattr(context.resources, source_key).get_source(),
+            Window(tw.start, tw.end),
             snapshot_store.get_store(),
+            name=name,
+            partition_key=context.partition_key,
             dagster_run_id=context.run_id,
-            window=Window(tw.start, tw.end),
-            source=getattr(context.resources, source_key).get_source(),
         )
         m = outcome.result.manifest
         if outcome.result.created:

@@ -1,4 +1,4 @@
-"""Catalog sources as Dagster resources, and their query limits as Dagster concurrency pools.
+"""Dagster resources: where snapshots are stored, where training runs are logged, and the catalog's sources.
 
 Every source in the catalog becomes a ``ConfigurableResource`` under the key ``source_<name>``, one
 class per engine (``MySQLSourceResource``, ``RedshiftSourceResource``, ...), so the UI lists each
@@ -9,11 +9,6 @@ in which secrets are only references (``{env: NAME}``, ``{aws_secret: NAME, key:
 resolved when a connection opens, so no secret is ever part of a resource's config, the UI or the
 run's event log. The catalog stays the single place a source is declared; without Dagster (the
 ``snapshot-platform`` CLI, the benchmark) the same spec builds the same Source.
-
-``max_concurrent_queries`` is enforced as the limit of the source's Dagster concurrency pool
-(``source_<name>``, the pool of every snapshot asset reading from it): :func:`apply_pool_limits`
-writes it into the instance (``snapshot-platform pools --apply`` before a backfill), and every
-snapshot step checks its own pool's limit when it starts and corrects it when it differs.
 """
 
 from __future__ import annotations
@@ -26,6 +21,48 @@ from pydantic import Field, TypeAdapter
 
 from snapshot_platform.catalog import Catalog
 from snapshot_platform.sources import REGISTRY, Source, SourceSpec, make_source
+from snapshot_platform.store import SnapshotStore, default_storage_url
+from snapshot_platform.training.mlflow_logging import MlflowTracking, default_tracking_uri
+
+SNAPSHOT_STORE_RESOURCE_KEY = "snapshot_store"
+MLFLOW_RESOURCE_KEY = "mlflow"
+
+
+class SnapshotStoreResource(ConfigurableResource):
+    """The snapshot store: a local path or an s3://, gs://, az:// URL (SNAPSHOT_PLATFORM_STORAGE_URL)."""
+
+    storage_url: str = Field(
+        default_factory=default_storage_url,
+        description="Storage root for snapshots; default $SNAPSHOT_PLATFORM_STORAGE_URL or ~/.snapshot_platform/storage",
+    )
+
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for the storage backend (e.g. S3 server-side encryption); no secrets here: "
+        "credentials come from the environment or the machine's identity",
+    )
+
+    def get_store(self) -> SnapshotStore:
+        return SnapshotStore(self.storage_url, storage_options=self.storage_options or None)
+
+
+class MlflowResource(ConfigurableResource):
+    """Where training runs are logged: an MLflow tracking URI (and, for a local store, its artifact root)."""
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///<platform home>/mlflow.db",
+    )
+    artifact_root: str | None = Field(
+        default=None,
+        description="Artifact location for new experiments; default mlartifacts/ beside a local SQLite store",
+    )
+
+    def tracking(self) -> MlflowTracking:
+        return MlflowTracking(self.tracking_uri or default_tracking_uri(), self.artifact_root)
+
+
+# ---------------------------------------------------------------- sources
 
 _SPEC = TypeAdapter(SourceSpec)
 
@@ -72,29 +109,3 @@ def source_resources(catalog: Catalog) -> dict[str, SourceResource]:
     """``source_<name>`` → its resource, for every source a snapshot reads from."""
     used = {s.source for s in catalog.snapshots.values()}
     return {source_resource_key(n): source_resource(n, spec) for n, spec in catalog.sources.items() if n in used}
-
-
-def pool_limits(catalog: Catalog) -> dict[str, int]:
-    from snapshot_platform.assets.snapshots import source_pool
-
-    return {source_pool(name): spec.max_concurrent_queries for name, spec in catalog.sources.items()}
-
-
-def ensure_pool_limit(instance: Any, pool: str, limit: int) -> bool:
-    """Set ``pool``'s slot count to ``limit`` unless it already is; True when it changed something."""
-    storage = getattr(instance, "event_log_storage", None)
-    if storage is None or not getattr(storage, "supports_global_concurrency_limits", False):
-        return False
-    if storage.get_concurrency_info(pool).slot_count == limit:
-        return False
-    storage.set_concurrency_slots(pool, limit)
-    return True
-
-
-def apply_pool_limits(instance: Any, catalog: Catalog) -> dict[str, int]:
-    """Write every source's ``max_concurrent_queries`` as its pool's limit; the pools that changed."""
-    changed = {}
-    for pool, limit in pool_limits(catalog).items():
-        if ensure_pool_limit(instance, pool, limit):
-            changed[pool] = limit
-    return changed

@@ -1,1 +1,0 @@
-"""The Dagster layer: assets built from the catalog."""
