@@ -24,6 +24,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 from dagster import (
+    AssetCheckKey,
     AssetIn,
     AssetKey,
     AssetsDefinition,
@@ -33,13 +34,14 @@ from dagster import (
     TableSchema,
     TimeWindowPartitionMapping,
     asset,
+    build_schedule_context,
     materialize,
 )
 
 import snapshot_platform.definitions as definitions_module
 from snapshot_platform_tests.conftest import reader_url
 from snapshot_platform.catalog import DEMO_CATALOG, Catalog, load_catalog
-from snapshot_platform.orchestration.definitions import build_assets, build_resources
+from snapshot_platform.orchestration.definitions import build_assets, build_definitions, build_resources
 from snapshot_platform.orchestration.partitions import partitions_def
 from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.store import SnapshotStore, sha256_text
@@ -461,9 +463,9 @@ DEMO_SNAPSHOT = {
         "snapshots/customer_data:schema_unchanged",
         "snapshots/customer_data:volume",
     ],
-    "jobs": ["snapshot_customer_data"],
+    "jobs": ["snapshots_daily"],
     "schedules": {
-        "snapshot_customer_data_schedule": ("0 0 * * *", "snapshot_customer_data", "UTC", "STOPPED"),
+        "snapshots_daily_schedule": ("0 0 * * *", "snapshots_daily", "UTC", "STOPPED"),
     },
     "resources": ["mlflow", "snapshot_io_manager", "snapshot_store"],
 }
@@ -486,7 +488,7 @@ def test_demo_definitions_snapshot(platform_env: Any) -> None:
     assert ad.get_io_manager_key_for_asset_key(ad.key) == "snapshot_io_manager"
     assert ad.op.pool == "source_demo_db"
     assert ad.partitions_def.get_partition_keys() == [f"2024-01-0{d}" for d in range(1, 8)]
-    assert defs.resolve_schedule_def("snapshot_customer_data_schedule").default_status == DefaultScheduleStatus.STOPPED
+    assert defs.resolve_schedule_def("snapshots_daily_schedule").default_status == DefaultScheduleStatus.STOPPED
     # the store resource points at SNAPSHOT_PLATFORM_STORAGE_URL, read when the definitions load
     assert defs.resources["snapshot_store"].storage_url == str(platform_env.storage)
 
@@ -499,10 +501,72 @@ def test_definitions_follow_the_catalog_variable(
     module = fresh_definitions_module("snapshot_platform_definitions_pg")
     described = describe(module.defs)
     assert described["assets"] == [f"snapshots/{NAME}"]
-    assert described["jobs"] == [f"snapshot_{NAME}"]
-    assert list(described["schedules"]) == [f"snapshot_{NAME}_schedule"]
+    assert described["jobs"] == ["snapshots_daily"]
+    assert list(described["schedules"]) == ["snapshots_daily_schedule"]
     assert f"snapshots/{NAME}:not_null" in described["checks"]
     ad = module.defs.resolve_assets_def(KEY)
     assert ad.op.pool == "source_shop"
     (spec,) = [s for s in module.defs.resolve_all_asset_specs() if s.key == KEY]
     assert spec.kinds == {"postgres", "parquet"}
+
+
+def test_one_schedule_per_partitions_definition_requests_one_run_per_snapshot(
+    platform_env: Any, write_catalog: Callable[..., Path]
+) -> None:
+    """Snapshots sharing cadence, start and end share a job and a schedule (named from the cadence;
+    groups sharing a cadence are told apart by start and end); a tick requests one run per snapshot,
+    for the partition that closed at the scheduled time, with a run key that makes the tick idempotent."""
+    query = "SELECT 1 AS id WHERE :partition_start < :partition_end"
+
+    def entry(partitions: dict[str, Any]) -> dict[str, Any]:
+        return {"source": "db", "query": query, "partitions": partitions, "key": ["id"], "not_null": ["id"]}
+
+    catalog = load_catalog(write_catalog({
+        "sources": {"db": {"kind": "sqlite", "path": "x.sqlite"}},
+        "snapshots": {
+            "a": entry({"cadence": "daily", "start": "2024-01-01"}),
+            "b": entry({"cadence": "daily", "start": "2024-01-01"}),
+            "c": entry({"cadence": "daily", "start": "2024-02-01", "end": "2024-03-01"}),
+            "h": entry({"cadence": "hourly", "start": "2024-01-01"}),
+            "m": entry({"cadence": "monthly", "start": "2023-01-01"}),
+        },
+    }))
+    defs = build_definitions(catalog)
+    described = describe(defs)
+    assert described["jobs"] == ["snapshots_daily_from_20240101", "snapshots_daily_from_20240201_to_20240301",
+                                 "snapshots_hourly", "snapshots_monthly"]
+    assert described["schedules"] == {
+        "snapshots_daily_from_20240101_schedule": ("0 0 * * *", "snapshots_daily_from_20240101", "UTC", "STOPPED"),
+        "snapshots_daily_from_20240201_to_20240301_schedule":
+            ("0 0 * * *", "snapshots_daily_from_20240201_to_20240301", "UTC", "STOPPED"),
+        "snapshots_hourly_schedule": ("0 * * * *", "snapshots_hourly", "UTC", "STOPPED"),
+        "snapshots_monthly_schedule": ("0 0 1 * *", "snapshots_monthly", "UTC", "STOPPED"),
+    }
+    repo = defs.get_repository_def()
+
+    def tick(schedule: str, at: dt.datetime) -> Any:
+        context = build_schedule_context(scheduled_execution_time=at, repository_def=repo)
+        return defs.resolve_schedule_def(schedule).evaluate_tick(context)
+
+    at = dt.datetime(2024, 2, 10, 0, 0, tzinfo=dt.timezone.utc)
+    result = tick("snapshots_daily_from_20240101_schedule", at)
+    requests = [(r.asset_selection, r.partition_key, r.run_key) for r in result.run_requests]
+    assert requests == [
+        ([AssetKey(["snapshots", "a"])], "2024-02-09", "a:2024-02-09"),
+        ([AssetKey(["snapshots", "b"])], "2024-02-09", "b:2024-02-09"),
+    ]
+    # evaluated again (a daemon restarted mid-tick): the same run keys, which Dagster launches once
+    assert [r.run_key for r in tick("snapshots_daily_from_20240101_schedule", at).run_requests] == ["a:2024-02-09",
+                                                                                                   "b:2024-02-09"]
+    hourly = tick("snapshots_hourly_schedule", dt.datetime(2024, 2, 10, 7, 0, tzinfo=dt.timezone.utc)).run_requests
+    assert [(r.asset_selection, r.partition_key, r.run_key) for r in hourly] == [
+        ([AssetKey(["snapshots", "h"])], "2024-02-10-06:00", "h:2024-02-10-06:00")]
+    monthly = tick("snapshots_monthly_schedule", at).run_requests
+    assert [(r.partition_key, r.run_key) for r in monthly] == [("2024-01-01", "m:2024-01-01")]
+    # before its start, a group has no closed partition: the tick is skipped, nothing is requested
+    early = tick("snapshots_daily_from_20240201_to_20240301_schedule", at.replace(month=1))
+    assert early.run_requests == [] and early.skip_message
+    # a run is one snapshot with its checks, as its source's pool expects
+    job = repo.get_job("snapshots_daily_from_20240101").get_subset(asset_selection={AssetKey(["snapshots", "a"])})
+    assert job.asset_layer.asset_graph.get_all_asset_keys() == {AssetKey(["snapshots", "a"])}
+    assert AssetCheckKey(AssetKey(["snapshots", "a"]), "not_null") in job.asset_layer.asset_graph.asset_check_keys

@@ -7,25 +7,32 @@ file, entry and field named. ``snapshot_platform/definitions.py`` is the entry p
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
-from typing import Any
+from collections import Counter
+from typing import Any, Iterator
 
 from dagster import (
+    AssetSelection,
     AssetSpec,
     AssetsDefinition,
     DefaultScheduleStatus,
     Definitions,
     PreviewWarning,
+    RunRequest,
     ScheduleDefinition,
-    build_schedule_from_partitioned_job,
+    ScheduleEvaluationContext,
+    SkipReason,
+    TimeWindowPartitionsDefinition,
     define_asset_job,
+    partition_loading_context,
 )
 
-from snapshot_platform.catalog import Catalog, load_catalog
+from snapshot_platform.catalog import Catalog, PartitionsSpec, load_catalog
 from snapshot_platform.orchestration.io_manager import IO_MANAGER_KEY, SnapshotIOManager
 from snapshot_platform.orchestration.metadata import SNAPSHOT_PREFIX, snapshot_key
 from snapshot_platform.orchestration.model_assets import build_model_assets
-from snapshot_platform.orchestration.partitions import freshness_policy
+from snapshot_platform.orchestration.partitions import freshness_policy, partitions_def
 from snapshot_platform.orchestration.resources import (
     MLFLOW_RESOURCE_KEY,
     SNAPSHOT_STORE_RESOURCE_KEY,
@@ -35,17 +42,71 @@ from snapshot_platform.orchestration.resources import (
 from snapshot_platform.orchestration.snapshot_assets import build_snapshot_assets
 
 
+def _stamp(t: dt.datetime) -> str:
+    return t.strftime("%Y%m%d") if (t.hour, t.minute, t.second) == (0, 0, 0) else t.strftime("%Y%m%dT%H%M%S")
+
+
+def partition_groups(catalog: Catalog) -> dict[str, tuple[PartitionsSpec, list[str]]]:
+    """Job name → (partitions, snapshot names): one group per partitions definition (cadence, start, end).
+
+    The name is ``snapshots_<cadence>``; when several groups share a cadence, each is told apart by
+    its start (and end): ``snapshots_daily_from_20240101``, ``snapshots_daily_from_20240101_to_20241231``.
+    """
+    groups: dict[tuple[str, dt.datetime, dt.datetime | None], tuple[PartitionsSpec, list[str]]] = {}
+    for name, spec in catalog.snapshots.items():
+        p = spec.partitions
+        groups.setdefault((p.cadence, p.start, p.end), (p, []))[1].append(name)
+    per_cadence = Counter(cadence for cadence, _, _ in groups)
+    named = {}
+    for (cadence, start, end), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or dt.datetime.max)):
+        job = f"{SNAPSHOT_PREFIX}_{cadence}"
+        if per_cadence[cadence] > 1:
+            job += f"_from_{_stamp(start)}" + (f"_to_{_stamp(end)}" if end is not None else "")
+        named[job] = group
+    return named
+
+
+def snapshot_run_requests(
+    names: list[str], pdef: TimeWindowPartitionsDefinition, scheduled: dt.datetime | None
+) -> list[RunRequest] | SkipReason:
+    """One run per snapshot, for the last partition completed at ``scheduled``; the run key makes a tick idempotent."""
+    with partition_loading_context(effective_dt=scheduled or dt.datetime.now(dt.timezone.utc)):
+        partition_key = pdef.get_last_partition_key()
+    if partition_key is None:
+        return SkipReason("no partition has completed yet")
+    return [
+        RunRequest(run_key=f"{name}:{partition_key}", asset_selection=[snapshot_key(name)], partition_key=partition_key)
+        for name in names
+    ]
+
+
 def build_schedules(catalog: Catalog) -> list[ScheduleDefinition]:
+    """One asset job and one schedule per partitions definition, not per snapshot.
+
+    Each schedule (stopped until switched on) requests one run per snapshot of its group, so a run is
+    one snapshot, as its source's pool expects. One job per group keeps loading the code location
+    linear in the catalog: a job per snapshot is resolved against the whole asset graph, each.
+    """
     schedules = []
-    for name in catalog.snapshots:
-        job = define_asset_job(f"snapshot_{name}", selection=[snapshot_key(name)])
-        schedules.append(
-            build_schedule_from_partitioned_job(
-                job,
-                name=f"snapshot_{name}_schedule",
-                default_status=DefaultScheduleStatus.STOPPED,
-            )
-        )
+    for job_name, (partitions, names) in partition_groups(catalog).items():
+        pdef = partitions_def(partitions)
+        job = define_asset_job(job_name, selection=AssetSelection.assets(*(snapshot_key(n) for n in names)),
+                               partitions_def=pdef)
+
+        def evaluate(context: ScheduleEvaluationContext, names: list[str] = names,
+                     pdef: TimeWindowPartitionsDefinition = pdef) -> Iterator[RunRequest | SkipReason]:
+            requests = snapshot_run_requests(names, pdef, context.scheduled_execution_time)
+            yield from requests if isinstance(requests, list) else [requests]
+
+        schedules.append(ScheduleDefinition(
+            name=f"{job_name}_schedule",
+            cron_schedule=pdef.get_cron_schedule(),
+            execution_timezone="UTC",
+            job=job,
+            execution_fn=evaluate,
+            default_status=DefaultScheduleStatus.STOPPED,
+            description=f"{len(names)} {partitions.cadence} snapshot(s), one run each, for the partition that just closed",
+        ))
     return schedules
 
 
