@@ -278,11 +278,11 @@ def child_ours(url: str, out: Path) -> dict[str, Any]:
     manifest = outcome.result.manifest
     return {
         "seconds": seconds,
-        "rows": manifest["row_count"],
-        "output_bytes": sum(f["bytes"] for f in manifest["files"]),
-        "files": len(manifest["files"]),
+        "rows": manifest.row_count,
+        "output_bytes": sum(f.bytes for f in manifest.files),
+        "files": len(manifest.files),
         "import_rss_bytes": import_rss,
-        "detail": f"zstd level {manifest['writer']['compression_level']}, {outcome.attempts} attempt(s)",
+        "detail": f"zstd level {manifest.writer['compression_level']}, {outcome.attempts} attempt(s)",
     }
 
 

@@ -17,7 +17,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import pyarrow as pa
 
@@ -25,7 +25,7 @@ from snapshot_platform import __version__
 from snapshot_platform.catalog import SnapshotSpec
 from snapshot_platform.checks import History, run_checks
 from snapshot_platform.sources import Source, SourceError, Window
-from snapshot_platform.store import PublishResult, SnapshotStore, schema_to_json, sha256_text
+from snapshot_platform.store import CheckOutcome, PublishResult, SnapshotStore, schema_to_json, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def partition_history(store: SnapshotStore, name: str, partition_key: str, trail
         latest = versions[-1]
         if history.previous_schema is None:
             history.previous_partition = p
-            history.previous_schema = latest["schema"]
-        counts.append(int(latest["row_count"]))
+            history.previous_schema = latest.schema
+        counts.append(int(latest.row_count))
         if len(counts) >= trailing:
             break
     history.trailing_row_counts = list(reversed(counts))
@@ -79,11 +79,11 @@ class SnapshotOutcome:
     result: PublishResult
     seconds: float
     attempts: int
-    checks: dict[str, Any]
+    checks: Mapping[str, CheckOutcome]
 
     @property
     def rows_per_second(self) -> float:
-        return self.result.manifest["row_count"] / self.seconds if self.seconds > 0 else 0.0
+        return self.result.manifest.row_count / self.seconds if self.seconds > 0 else 0.0
 
 
 def take_snapshot(
@@ -122,17 +122,17 @@ def take_snapshot(
                 history = partition_history(store, name, partition_key, spec.checks.volume.trailing)
                 schema_json = schema_to_json(read.schema, read.source_types)
 
-                def checker(batches: Iterator[pa.RecordBatch]) -> dict[str, Any]:
+                def checker(batches: Iterator[pa.RecordBatch]) -> dict[str, CheckOutcome]:
                     return run_checks(spec, schema_json, batches, history)
 
                 result = store.publish(name, partition_key, read.schema, read.batches, fields,
                                        checker=checker, check_columns=check_columns(spec),
                                        source_types=read.source_types, cancel=read.cancel)
-            checks = result.manifest.get("checks")
+            checks = result.manifest.checks
             if checks is None:
                 # published before these checks existed: evaluate them now, over the verified data
                 m = result.manifest
-                checks = run_checks(spec, m["schema"],
+                checks = run_checks(spec, [c.as_dict() for c in m.schema],
                                     store.iter_batches(m, columns=check_columns(spec)), history)
             return SnapshotOutcome(result, time.monotonic() - started, attempt, checks)
         except SourceError as exc:

@@ -1,7 +1,7 @@
 """Data integrity checks on one snapshot partition, computed streaming over its Parquet batches.
 
 The checks run before a version's manifest is written, so their outcomes are recorded in it
-(``checks``: name → ``passed``, ``blocking``, ``severity``, ``details``) and travel with the data.
+(``checks``: name → :class:`~snapshot_platform.store.manifest.CheckOutcome`) and travel with the data.
 No check loads a partition whole: key uniqueness compares each row with the previous one (a
 snapshot is sorted by its key), the rest are counts. This module is pure: no Dagster, no database.
 """
@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_platform.catalog import ColumnRules, SnapshotSpec
 from snapshot_platform.store.integrity import adjacent_duplicates
+from snapshot_platform.store.manifest import CheckOutcome, SchemaColumn
 
 EXAMPLES = 5
 
@@ -34,7 +35,7 @@ class History:
     """What the partition is compared with: the previous partition's schema, trailing row counts."""
 
     previous_partition: str | None = None
-    previous_schema: list[dict[str, Any]] | None = None
+    previous_schema: Sequence[SchemaColumn] | None = None
     trailing_row_counts: list[int] = field(default_factory=list)
 
 
@@ -64,13 +65,8 @@ def check_defs(spec: SnapshotSpec) -> list[CheckDef]:
     return defs
 
 
-def _result(passed: bool, blocking: bool, details: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "passed": bool(passed),
-        "blocking": blocking,
-        "severity": "ERROR" if blocking else "WARN",
-        "details": details,
-    }
+def _result(passed: bool, blocking: bool, details: dict[str, Any]) -> CheckOutcome:
+    return CheckOutcome.of(passed, blocking, details)
 
 
 def _key_repr(batch: pa.RecordBatch, key: list[str], rows: list[int]) -> list[Any]:
@@ -161,8 +157,8 @@ class _Accumulator:
             st["examples"].extend(_key_repr(batch, self.spec.key, idx))
 
 
-def _schema_diff(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, Any]:
-    b = {c["name"]: c["type"] for c in before}
+def _schema_diff(before: Sequence[SchemaColumn], after: list[dict[str, Any]]) -> dict[str, Any]:
+    b = {c.name: c.type for c in before}
     a = {c["name"]: c["type"] for c in after}
     return {
         "added": [n for n in a if n not in b],
@@ -176,7 +172,7 @@ def run_checks(
     schema_json: list[dict[str, Any]],
     batches: Iterable[pa.RecordBatch],
     history: History,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, CheckOutcome]:
     """Compute every check of ``spec`` over ``batches`` (the written snapshot, streamed).
 
     ``schema_json`` is the snapshot's schema as the manifest records it; ``batches`` need only the
@@ -187,7 +183,7 @@ def run_checks(
     for b in batches:
         acc.add(b)
     blocking = {d.name: d.blocking for d in check_defs(spec)}
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, CheckOutcome] = {}
     missing_key = [k for k in spec.key if k not in names]
     out["key_unique"] = _result(
         acc.dup_count == 0 and not missing_key, True,

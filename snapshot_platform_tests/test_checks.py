@@ -90,8 +90,8 @@ def test_clean_partitions_pass_every_check(orders_db, platform_env):
     assert set(evals) == {"key_unique", "not_null", "min_rows", "schema_unchanged", "volume"}
     assert all(e.passed for e in evals.values())
     m = SnapshotStore(platform_env.storage).latest("orders", DAYS[0])
-    assert all(c["passed"] for c in m["checks"].values())
-    assert m["checks"]["key_unique"]["blocking"] is True
+    assert all(c.passed for c in m.checks.values())
+    assert m.checks["key_unique"].blocking is True
     assert assert_trainable(m) == []
 
 
@@ -121,9 +121,9 @@ def test_duplicated_key_is_caught_blocks_downstream_and_stays_as_evidence(orders
     assert sorted(md["details"].value["examples"]) == [60, 61]
     # the version is published as evidence, with the failed check recorded in its manifest
     m = SnapshotStore(platform_env.storage).latest("orders", DAYS[1])
-    assert m["row_count"] == 52
-    assert m["checks"]["key_unique"]["passed"] is False
-    assert m["checks"]["key_unique"]["details"]["duplicate_rows"] == 2
+    assert m.row_count == 52
+    assert m.checks["key_unique"].passed is False
+    assert m.checks["key_unique"].details["duplicate_rows"] == 2
     with pytest.raises(UntrainableSnapshot, match="key_unique"):
         assert_trainable(m)
     assert assert_trainable(m, override_reason="known duplicate from a replayed import") == ["key_unique"]
@@ -141,7 +141,7 @@ def test_null_in_required_column_is_caught(orders_db, platform_env):
     assert details["examples"]["amount"] == [101, 105, 109]
     assert evals["key_unique"].passed is True
     m = SnapshotStore(platform_env.storage).latest("orders", DAYS[2])
-    assert m["checks"]["not_null"]["passed"] is False
+    assert m.checks["not_null"].passed is False
 
 
 def test_dropped_and_added_columns_warn_by_default_and_block_when_asked(orders_db, platform_env, write_catalog):
@@ -159,7 +159,7 @@ def test_dropped_and_added_columns_warn_by_default_and_block_when_asked(orders_d
     assert details["removed"] == ["status"] and details["added"] == ["channel"]
     assert details["compared_with"] == DAYS[0]
     m = SnapshotStore(platform_env.storage).latest("orders", DAYS[1])
-    assert m["checks"]["schema_unchanged"]["passed"] is False
+    assert m.checks["schema_unchanged"].passed is False
     assert assert_trainable(m) == []  # warnings do not gate training
     # the UI's column schema follows the new columns
     mat = next(e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION")
@@ -190,7 +190,7 @@ def test_collapsed_volume_warns(orders_db, platform_env):
     details = ev.metadata["details"].value
     assert details["row_count"] == 5 and details["trailing_median"] == 50
     m = SnapshotStore(platform_env.storage).latest("orders", DAYS[3])
-    assert m["checks"]["volume"] == {"passed": False, "blocking": False, "severity": "WARN", "details": details}
+    assert m.checks["volume"].as_dict() == {"passed": False, "blocking": False, "severity": "WARN", "details": details}
 
 
 def test_column_rules_and_min_rows(orders_db, platform_env):
@@ -211,7 +211,7 @@ def test_column_rules_and_min_rows(orders_db, platform_env):
     assert evals["column_rules_amount"].metadata["rows_below_min"].value == 1
     assert evals["column_rules_amount"].metadata["details"].value["examples"] == [203]
     m = SnapshotStore(platform_env.storage).latest("orders", DAYS[4])
-    assert sorted(n for n, c in m["checks"].items() if not c["passed"]) == [
+    assert sorted(n for n, c in m.checks.items() if not c.passed) == [
         "column_rules_amount", "column_rules_status", "min_rows"]
 
 
@@ -274,19 +274,19 @@ def test_duplicates_found_across_batch_boundaries_and_with_composite_keys():
     b2 = pa.record_batch({"a": [2, 3], "b": ["y", "z"]})  # (2, y) continues across the boundary
     b3 = pa.record_batch({"a": [3, None, None], "b": ["z", "q", "q"]})  # NULL keys are not equal
     out = run_checks(spec, schema_to_json(b1.schema), [b1, b2, b3], History())
-    assert out["key_unique"]["passed"] is False
-    assert out["key_unique"]["details"]["duplicate_rows"] == 2
-    assert out["key_unique"]["details"]["examples"] == [[2, "y"], [3, "z"]]
-    assert out["not_null"]["details"]["null_rows"] == {"a": 2}
+    assert out["key_unique"].passed is False
+    assert out["key_unique"].details["duplicate_rows"] == 2
+    assert out["key_unique"].details["examples"] == [[2, "y"], [3, "z"]]
+    assert out["not_null"].details["null_rows"] == {"a": 2}
 
 
 def test_rules_on_a_missing_or_non_numeric_column_fail_with_a_reason():
     spec = _spec(columns={"b": {"min": 0}, "zz": {"accepted_values": [1]}})
     b = pa.record_batch({"a": [1], "b": ["x"]})
     out = run_checks(spec, schema_to_json(b.schema), [b], History())
-    assert out["column_rules_b"]["passed"] is False
-    assert "numeric" in out["column_rules_b"]["details"]["problem"]
-    assert out["column_rules_zz"]["details"]["problem"] == "column not in the snapshot"
+    assert out["column_rules_b"].passed is False
+    assert "numeric" in out["column_rules_b"].details["problem"]
+    assert out["column_rules_zz"].details["problem"] == "column not in the snapshot"
 
 
 def test_check_definitions_follow_the_catalog():
@@ -341,7 +341,7 @@ def test_a_failed_blocking_check_keeps_the_partition_out_of_every_model(pg_datab
     steps = {e.step_key for e in both.all_events if e.event_type_value == "STEP_SUCCESS"}
     assert "models__paid" not in steps
     m = SnapshotStore(platform_env.storage).latest("orders", DAYS[0])
-    assert m["checks"]["key_unique"]["details"]["examples"] == [7]
+    assert m.checks["key_unique"].details["examples"] == [7]
 
     later = materialize(build_assets(catalog), selection=[AssetKey(["models", "paid"])], partition_key=DAYS[0],
                         instance=instance, resources=resources, raise_on_error=False)

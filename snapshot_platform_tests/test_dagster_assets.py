@@ -144,10 +144,10 @@ def test_materialize_records_the_metadata_contract(
     md = meta(mat)
     store = SnapshotStore(platform_env.storage)
     manifest = store.latest(NAME, "2024-01-02")
-    version = manifest["version"]
+    version = manifest.version
 
     assert mat.partition == "2024-01-02"
-    assert md["dagster/row_count"] == 3 == manifest["row_count"]
+    assert md["dagster/row_count"] == 3 == manifest.row_count
     schema = md["dagster/column_schema"]
     assert isinstance(schema, TableSchema)
     assert [(c.name, c.type) for c in schema.columns] == [
@@ -163,8 +163,8 @@ def test_materialize_records_the_metadata_contract(
     assert md["snapshot/new_version"] is True
     assert mat.tags["dagster/data_version"] == version
     # hashes: the files recorded equal the manifest's, and the bytes on disk match them
-    assert md["snapshot/files"] == manifest["files"]
-    assert md["snapshot/query_sha256"] == sha256_text(QUERY) == manifest["query_sha256"]
+    assert md["snapshot/files"] == [f.as_dict() for f in manifest.files]
+    assert md["snapshot/query_sha256"] == sha256_text(QUERY) == manifest.query_sha256
     assert QUERY.strip() in md["snapshot/query"]
     assert md["snapshot/params"] == {
         "partition_start": "2024-01-02T00:00:00+00:00",
@@ -174,7 +174,7 @@ def test_materialize_records_the_metadata_contract(
     assert {"snapshot", "xmin", "wal_lsn"} <= set(md["snapshot/source_state"])
     assert store.verify_version(manifest) == []
     # the manifest mirrors the run
-    assert manifest["dagster_run_id"] == result.run_id
+    assert manifest.dagster_run_id == result.run_id
     # the record Dagster keeps is what the IO manager will read
     records = instance.fetch_materializations(KEY, limit=1).records
     assert records[0].asset_materialization.metadata["snapshot/version"].value == version
@@ -205,7 +205,7 @@ def test_rematerializing_same_data_same_version_changed_data_new_version(
     assert the_materialization(changed_result).tags["dagster/data_version"] == changed["snapshot/version"]
 
     # the old version is intact and loadable beside the new one
-    versions = [m["version"] for m in store.versions(NAME, "2024-01-01")]
+    versions = [m.version for m in store.versions(NAME, "2024-01-01")]
     assert versions == [first["snapshot/version"], changed["snapshot/version"]]
     old = store.read_table(NAME, "2024-01-01", first["snapshot/version"])
     new = store.read_table(NAME, "2024-01-01", changed["snapshot/version"])
@@ -312,7 +312,7 @@ def test_downstream_window_loads_the_versions_dagster_recorded(
     sql(orders_db, "UPDATE orders SET status = 'refunded', amount = 0 WHERE id IN (4, 5, 6)")
     unrecorded = take_snapshot(catalog, NAME, DAYS[1], store).result
     assert unrecorded.created and unrecorded.version != recorded["snapshot/version"]
-    assert store.latest(NAME, DAYS[1])["version"] == unrecorded.version
+    assert store.latest(NAME, DAYS[1]).version == unrecorded.version
     assert len(store.versions(NAME, DAYS[1])) == 3
 
     df = load_window(catalog, platform_env.storage, instance)

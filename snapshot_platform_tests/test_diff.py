@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from snapshot_platform.cli import main
-from snapshot_platform.store import SnapshotStore, WriterSettings
+from snapshot_platform.store import Manifest, SnapshotStore, WriterSettings
 from snapshot_platform.store.diff import diff_versions, schema_changes
 
 SMALL = WriterSettings(row_group_rows=64, part_rows=256)  # 1,000 rows: 4 parts of 4 row groups
@@ -28,7 +28,7 @@ def fields(key: list[str]) -> dict[str, Any]:
             "code_version": "t", "library_versions": {}}
 
 
-def publish(store: SnapshotStore, table: pa.Table, key: list[str], asset: str = "t", partition: str = "p") -> dict:
+def publish(store: SnapshotStore, table: pa.Table, key: list[str], asset: str = "t", partition: str = "p") -> Manifest:
     return store.publish(asset, partition, table.schema, table.to_batches(max_chunksize=97), fields(key)).manifest
 
 
@@ -46,7 +46,7 @@ def base(n: int = 1000) -> dict[str, list[Any]]:
 def test_merge_join_over_many_batches_counts_exactly(store: SnapshotStore) -> None:
     a_cols = base()
     a = publish(store, pa.table(a_cols), ["id"])
-    assert len(a["files"]) == 4
+    assert len(a.files) == 4
     b_cols = {k: list(v) for k, v in a_cols.items()}
     changed_amount = {10, 500, 998, 1998}  # first part, middle, a part boundary (row 499), last row
     changed_label = {500, 1200}
@@ -150,11 +150,11 @@ def test_diff_cli(store: SnapshotStore, tmp_path: Path) -> None:
         cols2["amount"][i] += 1
     b = publish(store, pa.table(cols2), ["id"], asset="customers", partition="2024-01-01")
     runner = CliRunner()
-    args = ["--storage", str(tmp_path / "storage"), "diff", "customers", "2024-01-01", "--from", a["version"]]
-    res = runner.invoke(main, [*args, "--to", b["version"], "--json", "--batch-rows", "13"])
+    args = ["--storage", str(tmp_path / "storage"), "diff", "customers", "2024-01-01", "--from", a.version]
+    res = runner.invoke(main, [*args, "--to", b.version, "--json", "--batch-rows", "13"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert (out["version_a"], out["version_b"]) == (a["version"], b["version"])
+    assert (out["version_a"], out["version_b"]) == (a.version, b.version)
     assert (out["rows_added"], out["rows_removed"], out["rows_changed"], out["schema_changes"]) == (0, 0, 3, [])
     # --to defaults to the latest version; text output names the counts
     res = runner.invoke(main, args)
@@ -163,11 +163,11 @@ def test_diff_cli(store: SnapshotStore, tmp_path: Path) -> None:
     res = runner.invoke(main, [*args[:-1], "0123456789abcdef0123", "--json"])
     assert res.exit_code == 2 and "no published version" in json.loads(res.stdout)["error"]
     # a flipped byte is caught while streaming
-    part = Path(str(store.version_dir("customers", "2024-01-01", b["version"]))) / b["files"][-1]["path"]
+    part = Path(str(store.version_dir("customers", "2024-01-01", b.version))) / b.files[-1].path
     raw = bytearray(part.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     part.write_bytes(bytes(raw))
-    res = runner.invoke(main, [*args, "--to", b["version"]])
+    res = runner.invoke(main, [*args, "--to", b.version])
     assert res.exit_code == 2 and "corrupt" in res.stderr
     res = runner.invoke(main, ["diff", "--help"])
     assert res.exit_code == 0 and "--json" in res.stdout
@@ -182,13 +182,13 @@ def test_nothing_is_read_from_a_version_that_does_not_prove_itself(store: Snapsh
     cols = base(300)
     cols["amount"][7] += 1
     b = publish(store, pa.table(cols), ["id"], asset="customers", partition="2024-01-01")
-    first = Path(str(store.version_dir("customers", "2024-01-01", b["version"]))) / b["files"][0]["path"]
+    first = Path(str(store.version_dir("customers", "2024-01-01", b.version))) / b.files[0].path
     raw = bytearray(first.read_bytes())
     raw[-8:] = b"\x00" * 8  # the footer's length and magic: not a Parquet file any more
     first.write_bytes(bytes(raw))
-    with pytest.raises(IntegrityError, match=f"{b['files'][0]['path']}: sha256 .* does not match"):
+    with pytest.raises(IntegrityError, match=f"{b.files[0].path}: sha256 .* does not match"):
         diff_versions(store, a, b)
     res = CliRunner().invoke(main, ["--storage", str(tmp_path / "storage"), "diff", "customers", "2024-01-01",
-                                    "--from", a["version"], "--to", b["version"], "--json"])
+                                    "--from", a.version, "--to", b.version, "--json"])
     assert res.exit_code == 2, res.output
     assert "corrupt snapshot" in json.loads(res.stdout)["error"] and "sha256" in res.stdout

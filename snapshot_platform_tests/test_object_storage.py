@@ -449,17 +449,17 @@ def test_publish_copies_every_part_before_the_manifest(peer, store, prefix, monk
     result = publish(store, make_table(7000))
 
     assert result.created is True
-    parts = [f["path"] for f in result.manifest["files"]]
+    parts = [f.path for f in result.manifest.files]
     assert len(parts) == 3
     folder = version_prefix(prefix, result.version)
     [before_manifest] = seen
     assert sorted(before_manifest) == sorted(folder + p for p in parts)  # all parts, no manifest yet
     assert sorted(peer.keys(prefix + "/")) == sorted([folder + "manifest.json", *(folder + p for p in parts)])
-    assert json.loads(peer.get(folder + "manifest.json")) == json.loads(json.dumps(result.manifest))
+    assert json.loads(peer.get(folder + "manifest.json")) == json.loads(json.dumps(result.manifest.as_dict()))
     assert result.uri == f"{peer.scheme}://{peer.bucket}/{folder.rstrip('/')}"
 
     assert store.assets() == [ASSET] and store.partitions(ASSET) == [PARTITION]
-    assert [m["version"] for m in store.versions(ASSET, PARTITION)] == [result.version]
+    assert [m.version for m in store.versions(ASSET, PARTITION)] == [result.version]
     assert store.read_table(ASSET, PARTITION).equals(make_table(7000))
     assert store.verify_version(result.manifest) == []
 
@@ -471,12 +471,12 @@ def test_republishing_the_same_content_writes_nothing(peer, store, prefix):
 
     assert again.created is False
     assert again.version == first.version
-    assert again.manifest == json.loads(json.dumps(first.manifest))
+    assert again.manifest.as_dict() == json.loads(json.dumps(first.manifest.as_dict()))
     assert peer.keys(prefix + "/") == published  # same objects, none written again, staging gone
 
     changed = publish(store, make_table(5000, salt="x"))  # different rows: a new version beside the old
     assert changed.created is True and changed.version != first.version
-    assert [m["version"] for m in store.versions(ASSET, PARTITION)] == [first.version, changed.version]
+    assert [m.version for m in store.versions(ASSET, PARTITION)] == [first.version, changed.version]
     assert {k: v for k, v in peer.keys(prefix + "/").items() if k in published} == published
 
 
@@ -511,10 +511,10 @@ def test_concurrent_publishers_of_one_version_one_wins(peer, prefix, monkeypatch
     winner = next(r for r in results if r.created)
     loser = next(r for r in results if not r.created)
     assert loser.version == winner.version
-    assert loser.manifest == json.loads(json.dumps(winner.manifest))  # the loser reports the winner's
+    assert loser.manifest.as_dict() == json.loads(json.dumps(winner.manifest.as_dict()))  # the loser reports the winner's
     store = SnapshotStore(peer.url(prefix), storage_options=peer.storage_options)
     [stored] = store.versions(ASSET, PARTITION)
-    assert stored["code_version"] == winner.manifest["code_version"]
+    assert stored.code_version == winner.manifest.code_version
     assert store.verify_version(stored) == []
     assert store.read_table(ASSET, PARTITION).num_rows == 4000
     assert not [k for k in peer.keys(prefix + "/") if "/.staging/" in k]
@@ -566,7 +566,7 @@ def test_gcs_emulator_alone_ignores_if_generation_match(gcs_emulator, prefix, mo
 
 def test_a_flipped_byte_is_caught_on_read_and_by_verify(peer, store, prefix):
     result = publish(store, make_table(7000))
-    part = result.manifest["files"][1]["path"]
+    part = result.manifest.files[1].path
     key = version_prefix(prefix, result.version) + part
     data = bytearray(peer.get(key))
     data[len(data) // 2] ^= 0xFF
@@ -588,7 +588,7 @@ def test_a_flipped_byte_is_caught_on_read_and_by_verify(peer, store, prefix):
 
 def test_a_missing_part_is_reported(peer, store, prefix):
     result = publish(store, make_table(4000))
-    key = version_prefix(prefix, result.version) + result.manifest["files"][0]["path"]
+    key = version_prefix(prefix, result.version) + result.manifest.files[0].path
     store.root.fs.rm(f"{peer.bucket}/{key}")
     [problem] = store.verify_version(result.manifest)
     assert problem == f"{peer.scheme}://{peer.bucket}/{key}: missing, listed in the manifest"
@@ -659,7 +659,7 @@ def test_gc_removes_stale_staging_and_keeps_every_published_object(peer, store, 
     found = collect_garbage(store, dt.timedelta(hours=1), now=later)
     assert {(f.kind, f.removed) for f in found} == {("staging", True), ("incomplete_version", False)}
     assert peer.keys(prefix + "/") == published  # staging gone, every other object untouched
-    assert [m["version"] for m in store.versions(ASSET, PARTITION)] == [kept.version]
+    assert [m.version for m in store.versions(ASSET, PARTITION)] == [kept.version]
     assert store.verify_version(kept.manifest) == []
 
 
@@ -722,7 +722,7 @@ def test_a_publisher_killed_mid_upload_leaves_no_visible_object(peer, prefix):
 
 def test_listing_sees_versions_another_process_published(peer, store, prefix):
     first = publish(store, make_table(3000))
-    assert [m["version"] for m in store.versions(ASSET, PARTITION)] == [first.version]  # listings cached
+    assert [m.version for m in store.versions(ASSET, PARTITION)] == [first.version]  # listings cached
     assert store.assets() == [ASSET]
     other = SnapshotStore(peer.url(prefix), settings=SMALL,
                           storage_options={**peer.storage_options, "skip_instance_cache": True})
@@ -732,8 +732,8 @@ def test_listing_sees_versions_another_process_published(peer, store, prefix):
     other.publish("orders", PARTITION, table.schema, table.to_batches(), manifest_fields())
 
     assert store.assets() == [ASSET, "orders"]
-    assert [m["version"] for m in store.versions(ASSET, PARTITION)] == [first.version, second.version]
-    assert store.latest(ASSET, PARTITION)["version"] == second.version
+    assert [m.version for m in store.versions(ASSET, PARTITION)] == [first.version, second.version]
+    assert store.latest(ASSET, PARTITION).version == second.version
 
 
 def test_a_backend_without_conditional_create_is_refused() -> None:
@@ -794,7 +794,7 @@ def test_materialize_a_snapshot_asset_on_object_storage(peer, prefix, platform_e
         store = SnapshotStore(url)  # credentials and endpoint from the environment
         manifest = store.read_manifest("customer_data", "2024-01-03", version)
         table = store.read_table("customer_data", "2024-01-03", version)
-        assert table.num_rows == meta["dagster/row_count"] == manifest["row_count"] > 100
+        assert table.num_rows == meta["dagster/row_count"] == manifest.row_count > 100
         assert store.verify_version(manifest) == []
 
         folder = f"{prefix}/snapshots/customer_data/2024-01-03/{version}"

@@ -137,7 +137,7 @@ def test_type_fidelity_and_nulls(pg_database: str, store: SnapshotStore) -> None
     }
     assert {f.name: f.type for f in table.schema} == expected_types
     assert table.column_names == list(expected_types)  # the query's column order
-    assert [c["type"] for c in outcome.result.manifest["schema"]] == [str(t) for t in expected_types.values()]
+    assert [c.type for c in outcome.result.manifest.schema] == [str(t) for t in expected_types.values()]
 
     rows = table.to_pylist()
     assert [r["id"] for r in rows] == [1, 2, 3]  # id 4 is outside the window
@@ -256,11 +256,11 @@ def test_half_open_window_on_a_date_column(pg_database: str, store: SnapshotStor
     outcome = take_snapshot(catalog, "snap", DAY, store)
     table = store.read_table("snap", DAY)
     assert table.column("id").to_pylist() == [2, 3]
-    assert outcome.result.manifest["params"] == {
+    assert outcome.result.manifest.params == {
         "partition_start": "2024-03-10T00:00:00+00:00",
         "partition_end": "2024-03-11T00:00:00+00:00",
     }
-    assert outcome.result.manifest["window"] == {
+    assert outcome.result.manifest.window == {
         "start": "2024-03-10T00:00:00+00:00",
         "end": "2024-03-11T00:00:00+00:00",
     }
@@ -376,17 +376,17 @@ def test_manifest_records_source_without_secrets_and_the_snapshot_state(
     outcome = take_snapshot(catalog, "snap", DAY, store)
     manifest = store.read_manifest("snap", DAY, outcome.result.version)
 
-    source = manifest["source"]
+    source = manifest.source
     assert source["kind"] == "postgres"
     assert source["host"] == "127.0.0.1"
     assert source["database"] == pg_database.rsplit("/", 1)[1]
-    state = manifest["source_state"]
+    state = manifest.source_state
     assert {"snapshot", "xmin", "wal_lsn"} <= set(state)
     xmin, xmax = (int(x) for x in state["snapshot"].split(":")[:2])
     assert state["xmin"] == xmin <= xmax
     assert "/" in state["wal_lsn"]  # e.g. 0/2A1A9A8
-    assert manifest["dagster_run_id"] is None
-    assert manifest["row_count"] == 1
+    assert manifest.dagster_run_id is None
+    assert manifest.row_count == 1
 
     stored = (Path(store.root.path) / "snapshots" / "snap" / DAY / outcome.result.version / "manifest.json")
     assert secret not in stored.read_text()

@@ -117,10 +117,10 @@ def test_postgres_select_only_role_cannot_write_even_after_switching_read_only_o
 def test_postgres_reader_can_snapshot(pg_reader: str, store: SnapshotStore) -> None:
     catalog = catalog_for("postgres", f"SELECT id FROM t {WINDOW}", url=pg_reader, max_replica_lag_s=0.5)
     outcome = take_snapshot(catalog, "snap", DAY, store)
-    assert outcome.result.manifest["row_count"] == 2
+    assert outcome.result.manifest.row_count == 2
     # on a primary (not in recovery) the replica-lag guard lets the read through and records no lag
-    assert outcome.result.manifest["source_state"]["in_recovery"] is False
-    assert "replica_lag_s" not in outcome.result.manifest["source_state"]
+    assert outcome.result.manifest.source_state["in_recovery"] is False
+    assert "replica_lag_s" not in outcome.result.manifest.source_state
 
 
 @pytest.fixture
@@ -549,8 +549,8 @@ def test_allow_privileged_role_reads_and_warns_on_every_read(pg_admin_db: str, s
         with caplog.at_level("WARNING", logger="snapshot_platform.sources"):
             outcome = take_snapshot(catalog, "snap", DAY, store)
         assert any("privileged role (superuser)" in r.getMessage() for r in caplog.records), caplog.text
-    assert outcome.result.manifest["source_state"]["privileged_role"] == "superuser"
-    assert outcome.result.manifest["row_count"] == 2
+    assert outcome.result.manifest.source_state["privileged_role"] == "superuser"
+    assert outcome.result.manifest.row_count == 2
     # the read-only session is still there: the dblink write is not, but a write in the session is refused
     with pytest.raises(SourceError) as info:
         take_snapshot(catalog_for("postgres", f"WITH x AS (DELETE FROM t RETURNING *) SELECT id FROM x {WINDOW}",
@@ -587,7 +587,7 @@ def test_mariadb_user_with_write_or_admin_privileges_is_refused(maria_reader: di
     assert maria_reader["password"] not in str(info.value)
     allowed = catalog_for("mysql", f"SELECT id FROM t {WINDOW}", url={"env": "SP_TEST_MARIA_URL"},
                           allow_privileged_role=True)
-    assert take_snapshot(allowed, "snap", DAY, store).result.manifest["source_state"]["privileged_role"]
+    assert take_snapshot(allowed, "snap", DAY, store).result.manifest.source_state["privileged_role"]
 
 
 # ---------------------------------------------------------------- ambiguous URLs quote nothing of them

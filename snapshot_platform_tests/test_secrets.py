@@ -121,7 +121,7 @@ def test_a_rotation_between_two_reads_is_picked_up_after_the_failed_login(
     })
     store = SnapshotStore(tmp_path / "storage")
     fetches = secrets.fetches
-    assert take_snapshot(catalog, "snap", DAY, store).result.manifest["row_count"] == 1
+    assert take_snapshot(catalog, "snap", DAY, store).result.manifest.row_count == 1
     assert secrets.fetches == fetches + 1
 
     # the rotation: the database password changes, the secret's AWSCURRENT version follows
@@ -129,7 +129,7 @@ def test_a_rotation_between_two_reads_is_picked_up_after_the_failed_login(
     sm.put_secret_value(SecretId=name, SecretString=json.dumps({"username": maria_user["user"],
                                                                  "password": "second-password"}))
     outcome = take_snapshot(catalog, "snap", DAY, store, sleep=lambda s: pytest.fail("no retry needed"))
-    assert outcome.attempts == 1 and outcome.result.manifest["row_count"] == 1
+    assert outcome.attempts == 1 and outcome.result.manifest.row_count == 1
     assert secrets.fetches == fetches + 2  # the cached one failed, fetched once more
     take_snapshot(catalog, "snap", DAY, store)
     assert secrets.fetches == fetches + 2  # and kept in memory again

@@ -100,13 +100,13 @@ def test_pinned_window_read_as_arrow(bigquery_emulator: Any, events_table: str, 
     assert rows[1]["at"] == dt.datetime(2024, 3, 10, 23, 59, 59, 999999, tzinfo=UTC)
     assert rows[0]["wall"] == dt.datetime(2024, 3, 10, 13, 14, 15, 123456)
     assert (rows[0]["name"], rows[0]["ok"], rows[0]["score"], rows[0]["raw"]) == ("ünï", True, 0.1, b"\x00\x01")
-    state = m["source_state"]
+    state = m.source_state
     assert state["engine"] == "bigquery" and state["job_id"].startswith("snapshot_platform_")
     assert state["pinned"] is True
     assert abs((dt.datetime.fromisoformat(state["snapshot_time"]) - before).total_seconds()) < 60
     assert state["read_api"] == ("storage" if storage_api else "rest")
-    assert m["params"]["partition_start"] == "2024-03-10T00:00:00+00:00"
-    assert m["source"] == {"name": "bq", "kind": "bigquery", "host": "127.0.0.1", "database": bigquery_emulator.project,
+    assert m.params["partition_start"] == "2024-03-10T00:00:00+00:00"
+    assert m.source == {"name": "bq", "kind": "bigquery", "host": "127.0.0.1", "database": bigquery_emulator.project,
                            "project": bigquery_emulator.project, "location": None, "auth": "anonymous"}
 
 
@@ -116,7 +116,7 @@ def test_date_window_parameters(bigquery_emulator: Any, events_table: str, tmp_p
     m = take_snapshot(make_catalog(source_settings(bigquery_emulator, window_param_type="DATE"), query),
                       "snap", DAY, store).result.manifest
     assert store.read_table("snap", DAY).column("id").to_pylist() == [1, 2]
-    assert m["source_state"]["pinned"] is False  # the query did not opt in to FOR SYSTEM_TIME AS OF
+    assert m.source_state["pinned"] is False  # the query did not opt in to FOR SYSTEM_TIME AS OF
 
 
 def test_a_writing_query_fails_cleanly_and_changes_nothing(bigquery_emulator: Any, events_table: str,
@@ -162,7 +162,7 @@ def test_dagster_asset_materialize_cli(bigquery_emulator: Any, events_table: str
     proc = dagster_materialize(catalog, platform_env, ["events"], DAY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (m,) = published_manifests(platform_env.storage, "events", DAY)
-    assert m["source"]["kind"] == "bigquery"
-    assert m["source_state"]["pinned"] is True and m["source_state"]["snapshot_time"]
-    assert m["source_state"]["read_api"] == "storage"
-    assert m["row_count"] == 2
+    assert m.source["kind"] == "bigquery"
+    assert m.source_state["pinned"] is True and m.source_state["snapshot_time"]
+    assert m.source_state["read_api"] == "storage"
+    assert m.row_count == 2

@@ -110,7 +110,7 @@ def test_type_fidelity_from_result_metadata(mysql_database: str, store: Snapshot
     assert r1["txt"] == "100% sure"
     assert r2["bl"] == b"" and r2["s"] == ""
     assert all(r3[c] is None for c in expected if c not in ("id", "d"))
-    assert outcome.result.manifest["row_count"] == 3
+    assert outcome.result.manifest.row_count == 3
 
 
 def test_window_is_utc_whatever_the_server_time_zone(mysql_database: str, store: SnapshotStore) -> None:
@@ -130,7 +130,7 @@ def test_window_is_utc_whatever_the_server_time_zone(mysql_database: str, store:
     table = store.read_table("snap", DAY)
     assert table.column("id").to_pylist() == [2, 3]
     assert table.column("at").to_pylist()[0] == dt.datetime(2024, 3, 10, tzinfo=UTC)
-    assert outcome.result.manifest["params"] == {
+    assert outcome.result.manifest.params == {
         "partition_start": "2024-03-10T00:00:00+00:00", "partition_end": "2024-03-11T00:00:00+00:00",
     }
 
@@ -156,7 +156,7 @@ def test_source_state_records_the_snapshot_marker(mysql_database: str, store: Sn
     sql(mysql_database, "CREATE TABLE t (id INT PRIMARY KEY, d DATE)", "INSERT INTO t VALUES (1, '2024-03-10')")
     catalog = make_catalog(mysql_database, "SELECT id FROM t WHERE d >= :partition_start AND d < :partition_end", ["id"])
     m = take_snapshot(catalog, "snap", DAY, store).result.manifest
-    state = m["source_state"]
+    state = m.source_state
     assert state["engine"] in {"mariadb", "mysql"}
     assert "MariaDB" in state["server_version"] or state["engine"] == "mysql"
     if state["engine"] == "mariadb":
@@ -164,7 +164,7 @@ def test_source_state_records_the_snapshot_marker(mysql_database: str, store: Sn
         assert "gtid_current_pos" in state and "gtid_binlog_pos" in state
         assert state["log_bin"] is False or state.get("binlog_file")
     assert state["transaction_start"].endswith("Z")
-    assert m["source"] == {"name": "maria", "kind": "mysql", "host": "127.0.0.1", "port": 3306,
+    assert m.source == {"name": "maria", "kind": "mysql", "host": "127.0.0.1", "port": 3306,
                            "database": mysql_database.rsplit("/", 1)[1]}
 
 
@@ -185,11 +185,11 @@ def test_dagster_asset_materialize_cli(mysql_database: str, platform_env: Any, w
     proc = dagster_materialize(catalog, platform_env, ["customers"], DAY, SP_TEST_MYSQL_URL=mysql_reader_url(mysql_database))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (m,) = published_manifests(platform_env.storage, "customers", DAY)
-    assert m["source"]["kind"] == "mysql" and m["source"]["name"] == "shop"
-    assert m["source_state"]["engine"] == "mariadb"
-    assert "gtid_current_pos" in m["source_state"]
-    assert m["row_count"] == 2
-    assert m["dagster_run_id"]
+    assert m.source["kind"] == "mysql" and m.source["name"] == "shop"
+    assert m.source_state["engine"] == "mariadb"
+    assert "gtid_current_pos" in m.source_state
+    assert m.row_count == 2
+    assert m.dagster_run_id
     # the step set the source's pool limit from max_concurrent_queries
     from dagster import DagsterInstance
 

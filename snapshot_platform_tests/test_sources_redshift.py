@@ -146,9 +146,9 @@ def test_iam_credentials_connect_and_are_cached_then_refreshed(iam_cluster: dict
                            "SELECT id FROM t WHERE day >= :partition_start AND day < :partition_end")
     outcome = take_snapshot(catalog, "snap", DAY, store)
     m = outcome.result.manifest
-    assert m["row_count"] == 2
-    assert m["source_state"]["user"] == iam_cluster["role"]  # connected as the user moto issued
-    assert m["source"]["auth"] == "iam" and m["source"]["cluster_identifier"] == iam_cluster["cluster"]
+    assert m.row_count == 2
+    assert m.source_state["user"] == iam_cluster["role"]  # connected as the user moto issued
+    assert m.source["auth"] == "iam" and m.source["cluster_identifier"] == iam_cluster["cluster"]
 
     spec = catalog.sources["rs"]
     first = rs.iam_credentials(spec)
@@ -196,6 +196,6 @@ def test_dagster_asset_materialize_cli_with_iam(iam_cluster: dict[str, Any], aws
     proc = dagster_materialize(catalog, platform_env, ["events"], DAY, **aws_env.environ())
     assert proc.returncode == 0, proc.stderr[-3000:]
     (m,) = published_manifests(platform_env.storage, "events", DAY)
-    assert m["source"]["kind"] == "redshift" and m["source"]["auth"] == "iam"
-    assert m["source_state"]["engine"] == "redshift" and m["source_state"]["user"] == iam_cluster["role"]
-    assert m["row_count"] == 2
+    assert m.source["kind"] == "redshift" and m.source["auth"] == "iam"
+    assert m.source_state["engine"] == "redshift" and m.source_state["user"] == iam_cluster["role"]
+    assert m.row_count == 2

@@ -83,10 +83,10 @@ def test_window_types_and_query_id(fakesnow_server: dict[str, Any], snow_db: dic
     assert rows[0]["AMOUNT"] == Decimal("1234567890123.45") and rows[1]["AMOUNT"] == Decimal("0.01")
     assert rows[0]["NAME"] == "ünï"
     assert rows[0]["D"] == dt.date(2024, 3, 10)
-    state = m["source_state"]
+    state = m.source_state
     assert state["engine"] == "snowflake" and len(state["query_id"]) >= 16
     assert state["pinned"] is False and state["snapshot_time"]
-    assert m["source"]["kind"] == "snowflake" and m["source"]["auth"] == "password"
+    assert m.source["kind"] == "snowflake" and m.source["auth"] == "password"
     assert secret not in str(m)
 
 
@@ -108,7 +108,7 @@ def test_key_pair_authentication_path(fakesnow_server: dict[str, Any], snow_db: 
                     private_key_passphrase={"env": "SP_TEST_SNOWFLAKE_PASSPHRASE"})
     store = SnapshotStore(tmp_path / "storage")
     m = take_snapshot(make_catalog(settings), "snap", DAY, store).result.manifest
-    assert m["source"]["auth"] == "key_pair" and m["row_count"] == 2
+    assert m.source["auth"] == "key_pair" and m.row_count == 2
 
     monkeypatch.setenv("SP_TEST_SNOWFLAKE_PASSPHRASE", "wrong")
     with pytest.raises(SourceError, match="private key cannot be read"):
@@ -126,8 +126,8 @@ def test_snapshot_time_is_bound_where_the_query_pins(fakesnow_server: dict[str, 
     before = dt.datetime.now(UTC)
     m = take_snapshot(make_catalog(source_settings(fakesnow_server, snow_db), query), "snap", DAY, store).result.manifest
     pinned = store.read_table("snap", DAY).column("PINNED_AT").to_pylist()
-    assert m["source_state"]["pinned"] is True
-    recorded = dt.datetime.fromisoformat(m["source_state"]["snapshot_time"])
+    assert m.source_state["pinned"] is True
+    recorded = dt.datetime.fromisoformat(m.source_state["snapshot_time"])
     assert abs((recorded - before).total_seconds()) < 60
     # bound as TIMESTAMP_NTZ holding UTC
     assert {p.replace(tzinfo=UTC, microsecond=0) for p in pinned} == {recorded.replace(microsecond=0)}
@@ -162,6 +162,6 @@ def test_dagster_asset_materialize_cli(fakesnow_server: dict[str, Any], snow_db:
                                SP_TEST_SNOWFLAKE_PASSWORD=fakesnow_server["password"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     (m,) = published_manifests(platform_env.storage, "events", DAY)
-    assert m["source"]["kind"] == "snowflake" and m["source"]["database"] == snow_db["database"]
-    assert m["source_state"]["engine"] == "snowflake" and m["source_state"]["query_id"]
-    assert m["row_count"] == 2
+    assert m.source["kind"] == "snowflake" and m.source["database"] == snow_db["database"]
+    assert m.source_state["engine"] == "snowflake" and m.source_state["query_id"]
+    assert m.row_count == 2

@@ -31,7 +31,13 @@ from snapshot_platform.store import (
     WriterSettings,
     sha256_text,
 )
-from snapshot_platform.store.manifest import FORMAT_VERSION, REQUIRED_FIELDS
+from snapshot_platform.store.manifest import (
+    FORMAT_VERSION,
+    REQUIRED_FIELDS,
+    CheckOutcome,
+    FileEntry,
+    Manifest,
+)
 
 ASSET = "customer_data"
 PARTITION = "2024-01-01"
@@ -144,7 +150,7 @@ def test_publish_writes_a_complete_readable_manifest(store, root):
 
     assert store.read_table(ASSET, PARTITION).equals(table)
     assert store.read_table(ASSET, PARTITION, result.version).equals(table)
-    assert store.latest(ASSET, PARTITION) == on_disk
+    assert store.latest(ASSET, PARTITION).as_dict() == on_disk
     assert store.assets() == [ASSET] and store.partitions(ASSET) == [PARTITION]
     assert staging_leftovers(root) == []
 
@@ -206,8 +212,8 @@ def test_different_rows_make_a_new_version_beside_the_old(store, root):
     assert store.read_table(ASSET, PARTITION, old.version).equals(old_table)
     assert store.read_table(ASSET, PARTITION, new.version).equals(new_table)
     assert store.read_table(ASSET, PARTITION).equals(new_table)  # latest
-    assert [m["version"] for m in store.versions(ASSET, PARTITION)] == [old.version, new.version]
-    assert store.latest(ASSET, PARTITION)["version"] == new.version
+    assert [m.version for m in store.versions(ASSET, PARTITION)] == [old.version, new.version]
+    assert store.latest(ASSET, PARTITION).version == new.version
 
 
 def test_row_order_is_part_of_the_version(store):
@@ -234,7 +240,7 @@ def test_partitions_and_assets_are_separate(store):
     assert a.created and b.created and c.created
     assert store.assets() == [ASSET, "other_asset"]
     assert store.partitions(ASSET) == ["2024-01-01", "2024-01-02"]
-    assert store.read_manifest(ASSET, "2024-01-02")["partition"] == "2024-01-02"
+    assert store.read_manifest(ASSET, "2024-01-02").partition == "2024-01-02"
 
 
 # ------------------------------------------------------------------ integrity
@@ -305,8 +311,8 @@ def test_version_folder_without_manifest_is_invisible(store, root):
     orphan = root / "snapshots" / ASSET / PARTITION / "ffffffffffffffffffff"
     orphan.mkdir()
     pq.write_table(make_table(5), orphan / "part-00000.parquet")
-    assert [m["version"] for m in store.versions(ASSET, PARTITION)] == [published.version]
-    assert store.latest(ASSET, PARTITION)["version"] == published.version
+    assert [m.version for m in store.versions(ASSET, PARTITION)] == [published.version]
+    assert store.latest(ASSET, PARTITION).version == published.version
     with pytest.raises(SnapshotNotFound):
         store.read_manifest(ASSET, PARTITION, "ffffffffffffffffffff")
 
@@ -339,16 +345,16 @@ def test_multi_part_round_trip_with_fixed_row_groups(root):
     table = make_table(10_000)
     result = publish(store, table, batch_rows=777)
     m = result.manifest
-    assert [f["path"] for f in m["files"]] == [f"part-{i:05d}.parquet" for i in range(4)]
-    assert [f["rows"] for f in m["files"]] == [3000, 3000, 3000, 1000]
-    assert m["row_count"] == 10_000
-    assert m["writer"]["row_group_rows"] == 1000 and m["writer"]["part_rows"] == 3000
+    assert [f.path for f in m.files] == [f"part-{i:05d}.parquet" for i in range(4)]
+    assert [f.rows for f in m.files] == [3000, 3000, 3000, 1000]
+    assert m.row_count == 10_000
+    assert m.writer["row_group_rows"] == 1000 and m.writer["part_rows"] == 3000
 
     folder = root / "snapshots" / ASSET / PARTITION / result.version
-    for f in m["files"]:
-        meta = pq.ParquetFile(folder / f["path"]).metadata
-        assert meta.num_rows == f["rows"]
-        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000] * (f["rows"] // 1000)
+    for f in m.files:
+        meta = pq.ParquetFile(folder / f.path).metadata
+        assert meta.num_rows == f.rows
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000] * (f.rows // 1000)
 
     assert store.read_table(ASSET, PARTITION).equals(table)
     streamed = pa.Table.from_batches(list(store.iter_batches(m, batch_rows=512)))
@@ -373,9 +379,9 @@ def test_empty_result_publishes_a_valid_empty_snapshot(store, root):
     result = store.publish(ASSET, PARTITION, SCHEMA, iter([]), manifest_fields())
     assert result.created is True
     m = store.read_manifest(ASSET, PARTITION)
-    assert m["row_count"] == 0
-    assert len(m["files"]) == 1 and m["files"][0]["rows"] == 0
-    assert [c["name"] for c in m["schema"]] == ["id", "name", "score"]
+    assert m.row_count == 0
+    assert len(m.files) == 1 and m.files[0].rows == 0
+    assert [c.name for c in m.schema] == ["id", "name", "score"]
     table = store.read_table(ASSET, PARTITION)
     assert table.num_rows == 0 and table.schema.equals(SCHEMA)
     assert store.verify_version(m) == []
@@ -435,8 +441,8 @@ def test_caller_fields_cannot_override_what_the_store_computes(store, root):
         assert store.versions(ASSET, PARTITION) == []
         return
     m = store.read_manifest(ASSET, PARTITION, result.version)
-    assert m["version"] == result.version
-    assert m["asset"] == ASSET
+    assert m.version == result.version
+    assert m.asset == ASSET
     assert store.verify_version(m) == []
 
 
@@ -566,7 +572,7 @@ def test_two_concurrent_processes_publishing_the_same_content(tmp_path, root):
     assert sorted(o["created"] for o in outs) == [False, False, True]
     store = SnapshotStore(root)
     [m] = store.versions(ASSET, PARTITION)
-    vdir = root / "snapshots" / ASSET / PARTITION / m["version"]
+    vdir = root / "snapshots" / ASSET / PARTITION / m.version
     assert sorted(p.name for p in vdir.iterdir()) == [MANIFEST_NAME] + [f"part-{i:05d}.parquet" for i in range(3)]
     assert store.verify_version(m) == []
     assert store.read_table(ASSET, PARTITION).num_rows == 6000
@@ -630,7 +636,7 @@ def test_writer_killed_mid_stream_leaves_nothing_a_reader_can_see(root):
     table = make_table(5000)
     result = publish(store, table)
     assert result.created
-    assert [m["version"] for m in store.versions(ASSET, PARTITION)] == [result.version]
+    assert [m.version for m in store.versions(ASSET, PARTITION)] == [result.version]
     assert store.read_table(ASSET, PARTITION).equals(table)
 
 
@@ -647,7 +653,7 @@ def test_killed_between_moving_data_and_writing_the_manifest_is_adopted(store, r
     assert rerun.created is True
     assert sorted(p.name for p in vdir.iterdir()) == [MANIFEST_NAME, "part-00000.parquet"]
     assert (vdir / "part-00000.parquet").read_bytes() == part_bytes
-    assert [m["version"] for m in store.versions(ASSET, PARTITION)] == [first.version]
+    assert [m.version for m in store.versions(ASSET, PARTITION)] == [first.version]
     assert store.verify_version(rerun.manifest) == []
     assert store.read_table(ASSET, PARTITION).equals(table)
     assert staging_leftovers(root) == []
@@ -703,3 +709,177 @@ def test_processes_that_read_snapshots_exit_cleanly(store, root):
         results = list(pool.map(run_reader, range(16)))
     failed = [r for r in results if r[0] != 0]
     assert failed == [], f"{len(failed)} of {len(results)} reader processes crashed at exit: {failed[:2]}"
+
+
+# ---------------------------------------------------------------- the typed manifest (store/manifest.py)
+
+# Written by the release before the manifest was typed (its ``dumps``), byte for byte: a format 2
+# manifest with checks, a ``source_type`` and a key this release does not know (``as_of``), and a
+# format 1 manifest without ``key``, ``writer`` or ``checks``.
+MANIFEST_FORMAT_2 = b"""{
+  "window": {
+    "start": "2024-03-10T00:00:00+00:00",
+    "end": "2024-03-11T00:00:00+00:00"
+  },
+  "query": "SELECT id, ip FROM t WHERE ts >= :partition_start AND ts < :partition_end",
+  "query_sha256": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+  "params": {
+    "partition_start": "2024-03-10T00:00:00+00:00",
+    "partition_end": "2024-03-11T00:00:00+00:00"
+  },
+  "key": [
+    "id"
+  ],
+  "source": {
+    "name": "pg",
+    "kind": "postgres",
+    "host": "127.0.0.1",
+    "database": "shop"
+  },
+  "source_state": {
+    "snapshot": "00000003-0000001B-1",
+    "wal_lsn": "0/1A2B3C4"
+  },
+  "as_of": "kept by a newer writer",
+  "dagster_run_id": null,
+  "code_version": "0123456789ab",
+  "library_versions": {
+    "python": "3.11.7",
+    "pyarrow": "17.0.0"
+  },
+  "format_version": 2,
+  "asset": "orders",
+  "partition": "2024-03-10",
+  "version": "bcdd79b503dc78b4c3c2",
+  "created_at": "2024-03-11T01:02:03.456789+00:00",
+  "row_count": 3,
+  "files": [
+    {
+      "path": "part-00000.parquet",
+      "sha256": "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+      "bytes": 1234,
+      "rows": 3
+    }
+  ],
+  "schema": [
+    {
+      "name": "id",
+      "type": "int64",
+      "nullable": false
+    },
+    {
+      "name": "ip",
+      "type": "string",
+      "nullable": true,
+      "source_type": "inet"
+    }
+  ],
+  "writer": {
+    "format": "parquet",
+    "compression": "zstd",
+    "compression_level": 1,
+    "row_group_rows": 131072,
+    "part_rows": 4194304
+  },
+  "checks": {
+    "key_unique": {
+      "passed": true,
+      "blocking": true,
+      "severity": "ERROR",
+      "details": {
+        "key": [
+          "id"
+        ],
+        "duplicate_rows": 0,
+        "examples": []
+      }
+    },
+    "volume": {
+      "passed": false,
+      "blocking": false,
+      "severity": "WARN",
+      "details": {
+        "row_count": 3,
+        "trailing_median": 10,
+        "deviation": 0.7,
+        "tolerance": 0.5
+      }
+    }
+  }
+}
+"""
+MANIFEST_FORMAT_1 = b"""{
+  "format_version": 1,
+  "asset": "orders",
+  "partition": "2024-01-01",
+  "version": "0ecfa338167a178c5d41",
+  "window": {
+    "start": "2024-01-01T00:00:00+00:00",
+    "end": "2024-01-02T00:00:00+00:00"
+  },
+  "created_at": "2024-01-02T00:00:00+00:00",
+  "row_count": 2,
+  "files": [
+    {
+      "path": "part-00000.parquet",
+      "sha256": "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
+      "bytes": 99,
+      "rows": 2
+    }
+  ],
+  "schema": [
+    {
+      "name": "id",
+      "type": "int64",
+      "nullable": true
+    }
+  ],
+  "query": "SELECT 1",
+  "query_sha256": "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd",
+  "params": {},
+  "source": {
+    "name": "s",
+    "kind": "sqlite"
+  },
+  "source_state": null,
+  "dagster_run_id": "run-1",
+  "code_version": "x",
+  "library_versions": {}
+}
+"""
+
+
+@pytest.mark.parametrize("raw", [MANIFEST_FORMAT_2, MANIFEST_FORMAT_1], ids=["format2", "format1"])
+def test_a_manifest_written_before_the_type_round_trips_to_the_same_bytes(raw):
+    m = Manifest.from_json(raw, where="manifest.json")
+    assert m.to_json() == raw
+    assert Manifest.from_json(m.to_json(), where="again") == m
+    assert m.as_dict() == json.loads(raw)
+
+
+def test_the_manifest_fields_are_read_from_the_type_and_unknown_keys_survive():
+    m = Manifest.from_json(MANIFEST_FORMAT_2, where="manifest.json")
+    assert (m.format_version, m.asset, m.partition, m.version) == (2, "orders", "2024-03-10", "bcdd79b503dc78b4c3c2")
+    assert m.row_count == 3 and m.key == ("id",)
+    assert m.files == (FileEntry(path="part-00000.parquet", sha256="b" * 64, bytes=1234, rows=3),)
+    assert [(c.name, c.type, c.nullable, c.source_type) for c in m.schema] == [
+        ("id", "int64", False, None), ("ip", "string", True, "inet")]
+    assert m.checks["key_unique"] == CheckOutcome.of(True, True, {"key": ["id"], "duplicate_rows": 0, "examples": []})
+    assert (m.checks["volume"].passed, m.checks["volume"].blocking, m.checks["volume"].severity) == (False, False, "WARN")
+    assert m.extra == {"as_of": "kept by a newer writer"}
+    old = Manifest.from_json(MANIFEST_FORMAT_1, where="manifest.json")
+    assert old.key is None and old.writer is None and old.checks is None and old.extra == {}
+    assert old.schema[0].source_type is None
+
+
+def test_a_bad_manifest_is_refused_naming_the_file_and_the_field():
+    doc = json.loads(MANIFEST_FORMAT_2)
+    del doc["query_sha256"]
+    with pytest.raises(ManifestError, match=r"^m\.json: missing required fields: query_sha256$"):
+        Manifest.from_json(json.dumps(doc).encode(), where="m.json")
+    doc = json.loads(MANIFEST_FORMAT_2)
+    doc["files"][0]["rows"] = -1
+    with pytest.raises(ManifestError, match=r"^m\.json: files\[0\]\.rows must be a non-negative integer$"):
+        Manifest.from_json(json.dumps(doc).encode(), where="m.json")
+    with pytest.raises(ManifestError, match=r"^m\.json: not valid JSON"):
+        Manifest.from_json(b"{", where="m.json")

@@ -28,7 +28,6 @@ from snapshot_platform.orchestration.definitions import build_assets, build_reso
 from snapshot_platform.demo import source_db
 from snapshot_platform.orchestration.metadata import VERSION_METADATA_KEY
 from snapshot_platform.store import SnapshotStore
-from snapshot_platform.training import lock as lock_mod
 from snapshot_platform.training.mlflow_logging import (
     TAG_DAGSTER_ASSET,
     TAG_DAGSTER_PARTITION,
@@ -198,13 +197,13 @@ def test_a_training_run_records_its_full_lineage(scenario: Scenario) -> None:
 
     # the lock: versions, file hashes, rows and query hash, as in the manifests
     lock = tracking.load_lock(scenario.run_a)
-    assert (lock["model"], lock["model_partition"]) == ("churn", DAYS[-1])
-    for entry, pk in zip(lock["snapshots"], DAYS):
+    assert (lock.model, lock.model_partition) == ("churn", DAYS[-1])
+    for entry, pk in zip(lock.snapshots, DAYS):
         m = store.read_manifest(SNAP, pk, scenario.versions_a[pk])
-        assert (entry["asset"], entry["partition"], entry["version"]) == (SNAP, pk, m["version"])
-        assert entry["row_count"] == m["row_count"] and entry["query_sha256"] == m["query_sha256"]
-        assert [f["sha256"] for f in entry["files"]] == [f["sha256"] for f in m["files"]]
-        assert entry["key"] == ["customer_id"] and lock_mod.mismatches(entry, m) == []
+        assert (entry.asset, entry.partition, entry.version) == (SNAP, pk, m.version)
+        assert entry.row_count == m.row_count and entry.query_sha256 == m.query_sha256
+        assert [f.sha256 for f in entry.files] == [f.sha256 for f in m.files]
+        assert entry.key == ("customer_id",) and entry.mismatches(m) == []
 
     # tags linking Dagster, params, metrics, the model spec, figures
     t = run.data.tags
@@ -217,7 +216,7 @@ def test_a_training_run_records_its_full_lineage(scenario: Scenario) -> None:
     assert p["estimator.n_estimators"] == "15" and p["estimator.random_state"] == "0"  # seeded, recorded
     assert p["snapshot_partitions"] == ",".join(DAYS) and p["split_by"] == "customer_id"
     assert int(p["rows_train"]) + int(p["rows_test"]) == sum(
-        store.read_manifest(SNAP, pk, scenario.versions_a[pk])["row_count"] for pk in DAYS)
+        store.read_manifest(SNAP, pk, scenario.versions_a[pk]).row_count for pk in DAYS)
     assert set(run.data.metrics) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
     spec_doc = tracking.load_json(scenario.run_a, "model_spec.json")
     assert spec_doc["name"] == "churn"
@@ -274,7 +273,7 @@ def test_reproduce_fails_when_the_data_is_corrupt_or_gone(scenario: Scenario, tm
     shutil.copytree(scenario.storage, copy)
     store = SnapshotStore(copy)
     m = store.read_manifest(SNAP, DAYS[1], scenario.versions_a[DAYS[1]])
-    part = Path(str(store.version_dir(SNAP, DAYS[1], m["version"]))) / m["files"][0]["path"]
+    part = Path(str(store.version_dir(SNAP, DAYS[1], m.version))) / m.files[0].path
     raw = bytearray(part.read_bytes())
     raw[len(raw) // 3] ^= 0x01
     part.write_bytes(bytes(raw))
@@ -287,9 +286,9 @@ def test_reproduce_fails_when_the_data_is_corrupt_or_gone(scenario: Scenario, tm
     # run B's versions are intact in the copy
     assert cli("--storage", str(copy), "reproduce", scenario.run_b).exit_code == 0
 
-    shutil.rmtree(Path(str(store.version_dir(SNAP, DAYS[1], m["version"]))))
+    shutil.rmtree(Path(str(store.version_dir(SNAP, DAYS[1], m.version))))
     res = cli("--storage", str(copy), "reproduce", scenario.run_a)
-    assert res.exit_code == 2 and f"{SNAP}/{DAYS[1]} version {m['version']}" in res.stderr
+    assert res.exit_code == 2 and f"{SNAP}/{DAYS[1]} version {m.version}" in res.stderr
     assert "the run used the storage" in res.stderr and "--storage" in res.stderr
 
     res = cli("reproduce", "0" * 32)
@@ -341,7 +340,7 @@ def test_pinned_versions_and_a_run_whose_metrics_do_not_reproduce(scenario: Scen
     assert md["snapshot/version_sources"][DAYS[1]] == "pinned"
     assert md["snapshot/version_sources"][DAYS[0]] == "dagster"
     run_c = md["mlflow/run_id"]
-    assert [e["version"] for e in scenario.tracking().load_lock(run_c)["snapshots"]] == list(
+    assert [e.version for e in scenario.tracking().load_lock(run_c).snapshots] == list(
         md["snapshot/versions"].values())
 
     # a recorded metric that the data cannot give again: exit 1, naming it
@@ -396,6 +395,6 @@ def test_an_override_reason_is_logged_and_reused_by_reproduce(tmp_path: Path) ->
     assert run.data.tags[TAG_OVERRIDE] == "known bad labels, accepted by the owner"
     assert run.data.params["allow_failed_checks_reason"] == "known bad labels, accepted by the owner"
     lock = tracking.load_lock(logged.run_id)
-    assert lock["snapshots"][0]["checks_overridden"] == ["labels"]
+    assert lock.snapshots[0].checks_overridden == ("labels",)
     report = reproduce_run(logged.run_id, tracking, store)  # the run's own reason lets it through again
     assert report["identical"] and report["allow_failed_checks_reason"]

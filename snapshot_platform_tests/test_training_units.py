@@ -17,9 +17,10 @@ import yaml
 
 from snapshot_platform.catalog import CatalogError, ModelSpec, load_catalog, parse_catalog
 from snapshot_platform.gate import UntrainableSnapshot
-from snapshot_platform.store import SnapshotStore, keys
+from snapshot_platform.store import Manifest, SnapshotStore, keys
 from snapshot_platform.training import split
 from snapshot_platform.training.estimator import make_estimator, seed_params
+from snapshot_platform.training.lock import LockEntry, LockError, SnapshotLock
 from snapshot_platform.training.train import TrainingError, code_version, train
 
 QUERY = "SELECT * FROM t WHERE d >= :partition_start AND d < :partition_end"
@@ -241,7 +242,7 @@ class HomeMadeClassifier:  # stands for a user's own estimator class: skops cann
 def test_model_format_is_skops_with_computed_trusted_types_else_cloudpickle() -> None:
     from sklearn.linear_model import LogisticRegression
 
-    from snapshot_platform.training.mlflow_logging import model_format
+    from snapshot_platform.training.mlflow_model import model_format
 
     forest = make_estimator("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 2, "random_state": 0})
     forest.fit(np.arange(20).reshape(-1, 1), np.arange(20) % 2)
@@ -250,3 +251,71 @@ def test_model_format_is_skops_with_computed_trusted_types_else_cloudpickle() ->
     assert model_format(LogisticRegression().fit([[0.0], [1.0]], [0, 1])) == ("skops", [], None)
     fmt, trusted, why = model_format(HomeMadeClassifier())
     assert fmt == "cloudpickle" and trusted is None and "HomeMadeClassifier" in why
+
+
+
+# ---------------------------------------------------------------- the snapshot lock (training/lock.py)
+
+# ``snapshot_lock.json`` as the release before the lock was typed wrote it, byte for byte
+LOCK_BEFORE = """{
+  "format_version": 1,
+  "model": "churn",
+  "model_partition": "2024-03-10",
+  "storage_url": "file:///s",
+  "allow_failed_checks_reason": "known bad labels",
+  "snapshots": [
+    {
+      "asset": "orders",
+      "partition": "2024-03-10",
+      "version": "bcdd79b503dc78b4c3c2",
+      "uri": "file:///s/snapshots/orders/2024-03-10/bcdd79b503dc78b4c3c2",
+      "row_count": 3,
+      "files": [
+        {
+          "path": "part-00000.parquet",
+          "sha256": "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+          "bytes": 1234,
+          "rows": 3
+        }
+      ],
+      "query_sha256": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+      "key": [
+        "id"
+      ],
+      "window": {
+        "start": "2024-03-10T00:00:00+00:00",
+        "end": "2024-03-11T00:00:00+00:00"
+      },
+      "created_at": "2024-03-11T01:02:03+00:00",
+      "checks_overridden": [
+        "volume"
+      ]
+    }
+  ]
+}
+"""
+
+
+def test_a_lock_written_before_the_type_round_trips_and_a_new_one_is_the_same_json() -> None:
+    lock = SnapshotLock.from_json(LOCK_BEFORE)
+    assert lock.to_json() == LOCK_BEFORE
+    [e] = lock.snapshots
+    assert (lock.model, lock.model_partition, lock.allow_failed_checks_reason) == ("churn", "2024-03-10",
+                                                                                   "known bad labels")
+    assert (e.asset, e.partition, e.version, e.row_count, e.key, e.checks_overridden) == (
+        "orders", "2024-03-10", "bcdd79b503dc78b4c3c2", 3, ("id",), ("volume",))
+    manifest = Manifest.from_dict({
+        "window": e.window, "query": "q", "query_sha256": "a" * 64, "params": {}, "key": ["id"], "source": {},
+        "source_state": None, "dagster_run_id": None, "code_version": "c", "library_versions": {},
+        "format_version": 2, "asset": "orders", "partition": "2024-03-10", "version": "bcdd79b503dc78b4c3c2",
+        "created_at": "2024-03-11T01:02:03+00:00", "row_count": 3,
+        "files": [{"path": "part-00000.parquet", "sha256": "b" * 64, "bytes": 1234, "rows": 3}],
+        "schema": [{"name": "id", "type": "int64", "nullable": False}]}, where="m")
+    built = SnapshotLock(model="churn", model_partition="2024-03-10", storage_url="file:///s",
+                         allow_failed_checks_reason="known bad labels",
+                         snapshots=(LockEntry.of(manifest, e.uri, ["volume"]),))
+    assert built.to_json() == LOCK_BEFORE
+    assert e.mismatches(manifest) == []
+    with pytest.raises(LockError, match=r"^run x: snapshot_lock.json: snapshots\[0\] lacks 'query_sha256'$"):
+        SnapshotLock.from_json(LOCK_BEFORE.replace('"query_sha256"', '"query_sha"'),
+                               where="run x: snapshot_lock.json")

@@ -38,7 +38,7 @@ from snapshot_platform.orchestration.definitions import build_assets, build_defi
 from snapshot_platform.gate import UntrainableSnapshot
 from snapshot_platform.orchestration.partitions import PartitionKeyError, window_for
 from snapshot_platform_tests.capture_runs import take_snapshot
-from snapshot_platform.store import MANIFEST_NAME, IntegrityError, ManifestError, SnapshotStore
+from snapshot_platform.store import MANIFEST_NAME, IntegrityError, Manifest, ManifestError, SnapshotStore
 from snapshot_platform.training.train import train
 
 _SCRIPT = Path(sys.executable).parent / "snapshot-platform"
@@ -84,13 +84,13 @@ class Trust:
         with sqlite3.connect(self.db) as conn:
             conn.execute(statement)
 
-    def snap(self, day: str) -> dict[str, Any]:
+    def snap(self, day: str) -> Manifest:
         return take_snapshot(self.catalog, NAME, day, self.store).result.manifest
 
-    def folder(self, m: dict[str, Any], partition: str | None = None) -> Path:
-        return self.storage / "snapshots" / NAME / (partition or m["partition"]) / m["version"]
+    def folder(self, m: Manifest, partition: str | None = None) -> Path:
+        return self.storage / "snapshots" / NAME / (partition or m.partition) / m.version
 
-    def edit(self, m: dict[str, Any], change: Any, partition: str | None = None) -> None:
+    def edit(self, m: Manifest, change: Any, partition: str | None = None) -> None:
         path = self.folder(m, partition) / MANIFEST_NAME
         doc = json.loads(path.read_text())
         change(doc)
@@ -102,7 +102,7 @@ class Trust:
                    SNAPSHOT_PLATFORM_HOME=str(self.base / "home"), PYTHONWARNINGS="ignore")
         return subprocess.run([*COMMAND, *args], env=env, capture_output=True, text=True, timeout=180, cwd=self.base)
 
-    def train(self, manifests: list[dict[str, Any]]) -> Any:
+    def train(self, manifests: list[Manifest]) -> Any:
         return train("paid", self.catalog.models["paid"], manifests, self.store, key=["order_id"])
 
 
@@ -134,25 +134,25 @@ def test_a_manifest_copied_into_another_partition_is_refused_everywhere(trust):
     shutil.copytree(trust.folder(m04), target)
 
     with pytest.raises(ManifestError, match=rf"describes {NAME}/{DAYS[3]}.*sits in {NAME}/{DAYS[4]}"):
-        trust.store.read_manifest(NAME, DAYS[4], m04["version"])
+        trust.store.read_manifest(NAME, DAYS[4], m04.version)
     with pytest.raises(ManifestError, match="sits in"):
         trust.store.read_table(NAME, DAYS[4])  # the IO manager's path, the latest-in-storage fallback
     assert trust.store.versions(NAME, DAYS[4]) == []
-    assert trust.store.versions(NAME, DAYS[3])[0]["version"] == m04["version"]
+    assert trust.store.versions(NAME, DAYS[3])[0].version == m04.version
 
     code, out = verify_problems(trust)
     assert code == 1
-    assert f"{DAYS[4]}/{m04['version']}/manifest.json" in out and "sits in" in out
-    assert f"ok     {NAME}/{DAYS[3]}/{m04['version']}" in out  # the genuine one still verifies
+    assert f"{DAYS[4]}/{m04.version}/manifest.json" in out and "sits in" in out
+    assert f"ok     {NAME}/{DAYS[3]}/{m04.version}" in out  # the genuine one still verifies
     listed = trust.cli("list", NAME)
     assert listed.returncode == 1 and "Traceback" not in listed.stderr
-    assert f"{NAME}/{DAYS[3]}  {m04['version']}" in listed.stdout
-    assert f"{DAYS[4]}/{m04['version']}/manifest.json" in listed.stderr
+    assert f"{NAME}/{DAYS[3]}  {m04.version}" in listed.stdout
+    assert f"{DAYS[4]}/{m04.version}/manifest.json" in listed.stderr
     assert f"{NAME}/{DAYS[4]}" not in listed.stdout
 
 
 def _replace_part(trust: Trust, m: dict[str, Any], table: pa.Table) -> None:
-    part = trust.folder(m) / m["files"][0]["path"]
+    part = trust.folder(m) / m.files[0].path
     pq.write_table(table, part, compression="zstd")
     import hashlib
 
@@ -170,12 +170,12 @@ def test_a_part_replaced_together_with_its_hash_breaks_the_version_id(trust):
     forged = original.set_column(2, "amount", pa.array([999.0] * original.num_rows))
     _replace_part(trust, m, forged)
 
-    [problem] = trust.store.verify_version(trust.store.read_manifest(NAME, DAYS[0], m["version"]))
-    assert "version id is not the digest" in problem and m["version"] in problem
+    [problem] = trust.store.verify_version(trust.store.read_manifest(NAME, DAYS[0], m.version))
+    assert "version id is not the digest" in problem and m.version in problem
     with pytest.raises(IntegrityError, match="version id"):
-        trust.store.read_table(NAME, DAYS[0], m["version"])
+        trust.store.read_table(NAME, DAYS[0], m.version)
     with pytest.raises(IntegrityError, match="version id"):
-        trust.train([trust.store.read_manifest(NAME, DAYS[0], m["version"])])
+        trust.train([trust.store.read_manifest(NAME, DAYS[0], m.version)])
     code, out = verify_problems(trust)
     assert code == 1 and "version id" in out
 
@@ -188,7 +188,7 @@ def test_row_counts_edited_together_are_caught_by_the_parquet_footers(trust):
         doc["files"][0]["rows"] += 5
 
     trust.edit(m, change)
-    edited = trust.store.read_manifest(NAME, DAYS[0], m["version"])
+    edited = trust.store.read_manifest(NAME, DAYS[0], m.version)
     [problem] = trust.store.verify_version(edited)
     assert "40 rows in its Parquet footer, manifest says 45" in problem
     with pytest.raises(IntegrityError, match="Parquet footer"):
@@ -199,12 +199,12 @@ def test_row_counts_edited_together_are_caught_by_the_parquet_footers(trust):
 def test_a_failed_blocking_check_flipped_to_passed_is_an_integrity_error(trust):
     trust.sql(f"INSERT INTO orders SELECT * FROM orders WHERE order_id = 7")
     m = trust.snap(DAYS[0])
-    assert m["checks"]["key_unique"]["passed"] is False
+    assert m.checks["key_unique"].passed is False
     with pytest.raises(UntrainableSnapshot):
         trust.train([m])
 
     trust.edit(m, lambda doc: doc["checks"]["key_unique"].update(passed=True))
-    edited = trust.store.read_manifest(NAME, DAYS[0], m["version"])
+    edited = trust.store.read_manifest(NAME, DAYS[0], m.version)
     problems = trust.store.verify_version(edited)
     assert any("key_unique is recorded as passed, but the rows say 1 rows repeat a key" in p for p in problems)
     with pytest.raises(IntegrityError, match="key_unique is recorded as passed"):
@@ -218,24 +218,24 @@ def test_a_failed_blocking_check_flipped_to_passed_is_an_integrity_error(trust):
 
     trust.edit(m, hide)
     with pytest.raises(IntegrityError, match="key_unique is recorded as passed"):
-        trust.train([trust.store.read_manifest(NAME, DAYS[0], m["version"])])
+        trust.train([trust.store.read_manifest(NAME, DAYS[0], m.version)])
     trust.edit(m, lambda doc: doc.pop("checks"))
     with pytest.raises(IntegrityError, match="records no outcome of blocking check key_unique"):
-        trust.train([trust.store.read_manifest(NAME, DAYS[0], m["version"])])
+        trust.train([trust.store.read_manifest(NAME, DAYS[0], m.version)])
 
 
 def test_not_null_and_min_rows_are_re_derived_from_the_rows(trust):
     trust.sql(f"UPDATE orders SET amount = NULL WHERE order_id IN (3, 4)")
     m = trust.snap(DAYS[0])
-    assert m["checks"]["not_null"]["passed"] is False
-    assert m["checks"]["not_null"]["details"]["columns"] == ["order_id", "amount"]
+    assert m.checks["not_null"].passed is False
+    assert m.checks["not_null"].details["columns"] == ["order_id", "amount"]
 
     def hide(doc: dict[str, Any]) -> None:
         doc["checks"]["not_null"].update(passed=True, details={"columns": ["order_id", "amount"], "null_rows": {}})
         doc["checks"]["min_rows"]["details"]["min_rows"] = 41  # and claim 40 rows passed a minimum of 41
 
     trust.edit(m, hide)
-    problems = trust.store.verify_version(trust.store.read_manifest(NAME, DAYS[0], m["version"]))
+    problems = trust.store.verify_version(trust.store.read_manifest(NAME, DAYS[0], m.version))
     assert any("not_null is recorded as passed, but the rows say NULLs in amount (2 rows)" in p for p in problems)
     assert any("min_rows is recorded as passed, but the rows say 40 rows (at least 41 required)" in p
                for p in problems)
@@ -268,17 +268,17 @@ def test_one_malformed_manifest_is_named_and_the_rest_goes_on(trust, damage):
 
     code, out = verify_problems(trust)
     assert code == 1
-    assert f"{DAYS[1]}/{bad['version']}/manifest.json" in out
+    assert f"{DAYS[1]}/{bad.version}/manifest.json" in out
     for good in (ms[0], ms[2]):
-        assert f"ok     {NAME}/{good['partition']}/{good['version']}" in out
+        assert f"ok     {NAME}/{good.partition}/{good.version}" in out
     listed = trust.cli("list", NAME, "--json")
     assert listed.returncode == 1 and "Traceback" not in listed.stderr
     assert [r["partition"] for r in json.loads(listed.stdout)] == [DAYS[0], DAYS[2]]
-    assert f"{DAYS[1]}/{bad['version']}/manifest.json" in listed.stderr
+    assert f"{DAYS[1]}/{bad.version}/manifest.json" in listed.stderr
     assert trust.cli("list").returncode == 1
     # a later snapshot reads the earlier partitions' history and goes on
     later = trust.snap(DAYS[3])
-    assert later["checks"]["schema_unchanged"]["details"]["compared_with"] == DAYS[2]
+    assert later.checks["schema_unchanged"].details["compared_with"] == DAYS[2]
     assert trust.cli("verify", NAME).returncode == 1  # still named, until someone looks at it
     with pytest.raises(ManifestError, match="manifest.json"):
         trust.store.read_table(NAME, DAYS[1])
@@ -294,7 +294,7 @@ def test_snapshot_exits_1_on_a_failed_blocking_check_and_keeps_the_evidence(trus
     assert "Traceback" not in proc.stderr
     assert "key_unique" in proc.stderr and "not trainable" in proc.stderr
     assert "published version" in proc.stdout
-    assert trust.store.latest(NAME, DAYS[0])["checks"]["key_unique"]["passed"] is False
+    assert trust.store.latest(NAME, DAYS[0]).checks["key_unique"].passed is False
     assert trust.cli("snapshot", NAME, DAYS[1]).returncode == 0  # a clean partition: 0
 
 
@@ -337,7 +337,7 @@ def test_a_window_that_has_not_closed_is_refused_unless_asked_for(trust):
     trust.sql(f"INSERT INTO orders VALUES (100000, '{today}', 1.5, 1)")
     proc = trust.cli("snapshot", NAME, today, "--allow-open-window")
     assert proc.returncode == 0, proc.stderr
-    assert trust.store.latest(NAME, today)["row_count"] == 1
+    assert trust.store.latest(NAME, today).row_count == 1
 
 
 # ---------------------------------------------------------------- 2. the gate holds everywhere: Dagster

@@ -170,7 +170,7 @@ def test_every_type_exact_against_the_servers_text(bigquery_emulator: Any, tortu
     assert rows[1]["ts"] == dt.datetime(1, 1, 1, tzinfo=UTC) and rows[2]["dtm"] == dt.datetime(1, 1, 1)
     assert math.isnan(rows[1]["f"]) and rows[2]["f"] == -math.inf and math.copysign(1, rows[4]["f"]) == -1
     assert rows[1]["by"] == b"\x00\xff" and rows[1]["s"] == 'ünï \t"q"'
-    types = {c["name"]: c.get("source_type") for c in m["schema"]}
+    types = {c.name: c.source_type for c in m.schema}
     assert types == {"id": "INT64", **{n: k for n, (k, _, _) in COLUMNS.items()}}
 
 
@@ -205,7 +205,7 @@ def test_interval_is_the_servers_text_and_nested_interval_fails(bigquery_emulato
     # the emulator's text of an interval column is DuckDB's ('1 day'); BigQuery's is '0-0 1 0:0:0
     assert table.schema.field("iv").type == pa.string()
     assert {r["id"]: r["iv"] for r in table.to_pylist()} == truth and truth[1]
-    assert {c["name"]: c.get("source_type") for c in m["schema"]}["iv"] == "INTERVAL"
+    assert {c.name: c.source_type for c in m.schema}["iv"] == "INTERVAL"
     with pytest.raises(SourceError) as info:
         snapshot(bigquery_emulator, tmp_path / "b",
                  window(f"SELECT id, STRUCT(INTERVAL 1 DAY AS iv) AS s FROM `{torture}`"), storage_api=False)

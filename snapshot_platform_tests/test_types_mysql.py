@@ -281,7 +281,7 @@ def test_every_cell_equals_the_servers_value(torture: tuple[str, pa.Table, dict[
     assert table.num_rows == len(ROWS)
     assert {f.name: f.type for f in table.schema} == {"id": pa.int32(), **{c: v[3] for c, v in COLUMNS.items()}}
     # the manifest records each column's database type, as the result metadata names it
-    recorded = {e["name"]: e.get("source_type") for e in manifest["schema"]}
+    recorded = {e.name: e.source_type for e in manifest.schema}
     assert recorded == {"id": "INT", **{c: v[2] for c, v in COLUMNS.items()}}
     assert mismatches(database, table, list(COLUMNS)) == []
     # and against values computed without the server: what a text protocol rounded before
@@ -388,4 +388,4 @@ def test_exact_types_keep_their_version_id(mysql_database: str, tmp_path: Path) 
     sql(mysql_database, *SIMPLE)
     store = SnapshotStore(tmp_path / "storage")
     outcome = take_snapshot(make_catalog(mysql_database, "SELECT * FROM simple"), "snap", DAY, store)
-    assert outcome.result.manifest["version"] == "bcdd79b503dc78b4c3c2"
+    assert outcome.result.manifest.version == "bcdd79b503dc78b4c3c2"

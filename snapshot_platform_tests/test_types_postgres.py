@@ -319,7 +319,7 @@ def test_every_type_is_exact_cell_by_cell(pg_database: str, store: SnapshotStore
     assert all(table.column(c).null_count == 1 for c in COLUMNS)
 
     # the manifest records each column's database type
-    recorded = {c["name"]: c.get("source_type") for c in outcome.result.manifest["schema"]}
+    recorded = {c.name: c.source_type for c in outcome.result.manifest.schema}
     assert {c: recorded[c] for c in SOURCE_TYPES} == SOURCE_TYPES
 
 
@@ -432,4 +432,4 @@ def test_snapshots_that_were_exact_keep_their_version_id(pg_database: str, store
     outcome = take_snapshot(
         make_catalog(pg_database, "SELECT * FROM pin WHERE day >= :partition_start AND day < :partition_end"),
         "snap", DAY, store)
-    assert outcome.result.manifest["version"] == PINNED_VERSION
+    assert outcome.result.manifest.version == PINNED_VERSION

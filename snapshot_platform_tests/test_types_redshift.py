@@ -53,7 +53,7 @@ def test_every_redshift_path_type_is_exact_cell_by_cell(pg_database: str, tmp_pa
         "ttz": pa.string(), "f4": pa.float32(), "f8": pa.float64(), "big": pa.int64(),
     }
     assert mismatches(table, server_text(pg_database, "torture", {c: c for c in COLUMNS})) == []
-    recorded = {c["name"]: c.get("source_type") for c in outcome.result.manifest["schema"]}
+    recorded = {c.name: c.source_type for c in outcome.result.manifest.schema}
     assert (recorded["ttz"], recorded["tstz"], recorded["f4"]) == ("timetz", "timestamptz", "float4")
 
     # the comparison can fail: a microsecond off is caught

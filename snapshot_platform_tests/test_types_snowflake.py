@@ -212,7 +212,7 @@ def test_every_type_exact_against_the_servers_text(torture: dict[str, Any], tmp_
     # 2262-04-11 23:47:16.854775 (fakesnow keeps microseconds; Snowflake would keep the 807 ns too)
     assert table.column("NTZ").cast(pa.int64())[0].as_py() == 9223372036854775000
     # the database type of every column, in the manifest
-    types = {c["name"]: c.get("source_type") for c in manifest["schema"]}
+    types = {c.name: c.source_type for c in manifest.schema}
     assert types["N38"] == "NUMBER(38,0)" and types["I18"] == "NUMBER(18,0)" and types["V"] == "VARIANT"
     assert types["TZ"] == "TIMESTAMP_TZ(9)" and types["NTZ"] == "TIMESTAMP_NTZ(9)" and types["S"] == "VARCHAR"
 

@@ -136,7 +136,7 @@ def test_every_cell_equals_what_sqlite_holds(torture: tuple[Path, pa.Table, dict
     db, table, manifest = torture
     assert table.num_rows == len(ROWS)
     assert {f.name: f.type for f in table.schema} == {c: v[0] for c, v in COLUMNS.items()}
-    assert {e["name"]: e.get("source_type") for e in manifest["schema"]} == {c: v[1] for c, v in COLUMNS.items()}
+    assert {e.name: e.source_type for e in manifest.schema} == {c: v[1] for c, v in COLUMNS.items()}
     assert mismatches(db, table, list(COLUMNS)) == []
     # and without SQLite: what was inserted
     assert table.column("i").to_pylist()[:2] == [-(2**63), 2**63 - 1]
@@ -231,8 +231,8 @@ def test_the_demo_keeps_its_version_ids(tmp_path: Path) -> None:
     doc.pop("models")
     catalog = parse_catalog(doc)
     store = SnapshotStore(tmp_path / "storage")
-    ids = {day: take_snapshot(catalog, "customer_data", day, store).result.manifest["version"]
+    ids = {day: take_snapshot(catalog, "customer_data", day, store).result.manifest.version
            for day in ("2024-01-01", "2024-01-02")}
     assert ids == {"2024-01-01": "55a45599ccbeff68dd77", "2024-01-02": "44c94f8e1b779fdd5363"}
-    schema = store.read_manifest("customer_data", "2024-01-01")["schema"]
-    assert [e["source_type"] for e in schema] == ["integer", "DATE", "text", "integer", "real", "integer", "integer"]
+    schema = store.read_manifest("customer_data", "2024-01-01").schema
+    assert [e.source_type for e in schema] == ["integer", "DATE", "text", "integer", "real", "integer", "integer"]

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from snapshot_platform.gate import blocking_failures
+from snapshot_platform.store import Manifest
 
 
 def emit(obj: Any) -> None:
@@ -27,10 +28,10 @@ def fmt(v: Any) -> str:
 # ---------------------------------------------------------------- snapshots
 
 
-def published(name: str, partition: str, created: bool, manifest: dict[str, Any], seconds: float, uri: str) -> None:
+def published(name: str, partition: str, created: bool, manifest: Manifest, seconds: float, uri: str) -> None:
     verb = "published" if created else "unchanged, already published as"
-    click.echo(f"{name}/{partition}: {verb} version {manifest['version']} "
-               f"({manifest['row_count']} rows, {seconds:.2f}s)")
+    click.echo(f"{name}/{partition}: {verb} version {manifest.version} "
+               f"({manifest.row_count} rows, {seconds:.2f}s)")
     click.echo(f"  {uri}")
 
 
@@ -59,29 +60,30 @@ def version_list(name: str, rows: list[dict[str, Any]], store: Any) -> None:
         click.echo(f"{name}/{r['partition']}  {r['version']}  {r['row_count']:>10} rows  {r['created_at']}")
 
 
-def manifest(m: dict[str, Any]) -> None:
+def manifest(m: Manifest) -> None:
     """``show``: one version's manifest, its checks, and whether it is trainable."""
-    click.echo(f"{m['asset']}/{m['partition']} version {m['version']}")
-    click.echo(f"  created     {m['created_at']}  (dagster run {m['dagster_run_id']})")
-    click.echo(f"  window      [{m['window']['start']}, {m['window']['end']})")
-    click.echo(f"  rows        {m['row_count']}")
-    src = m["source"]
+    click.echo(f"{m.where}")
+    click.echo(f"  created     {m.created_at}  (dagster run {m.dagster_run_id})")
+    click.echo(f"  window      [{m.window['start']}, {m.window['end']})")
+    click.echo(f"  rows        {m.row_count}")
+    src = m.source
     click.echo(f"  source      {src.get('name')} ({src.get('kind')}, host {src.get('host')}, database {src.get('database')})")
-    click.echo(f"  state       {json.dumps(m['source_state'], default=str)}")
-    click.echo(f"  code        {m['code_version']}  query sha256 {m['query_sha256'][:16]}")
+    click.echo(f"  state       {json.dumps(m.source_state, default=str)}")
+    click.echo(f"  code        {m.code_version}  query sha256 {m.query_sha256[:16]}")
     click.echo("  schema")
-    for c in m["schema"]:
-        click.echo(f"    {c['name']:<28} {c['type']}")
+    for c in m.schema:
+        click.echo(f"    {c.name:<28} {c.type}")
     click.echo("  files")
-    for f in m["files"]:
-        click.echo(f"    {f['path']}  {f['rows']} rows  {f['bytes']} bytes  sha256 {f['sha256']}")
+    for f in m.files:
+        click.echo(f"    {f.path}  {f.rows} rows  {f.bytes} bytes  sha256 {f.sha256}")
     click.echo("  checks")
-    if not m.get("checks"):
+    if not m.checks:
         click.echo("    (none recorded)")
-    for check_name, c in (m.get("checks") or {}).items():
-        status = "passed" if c["passed"] else ("FAILED" if c["blocking"] else "warning")
-        kind = "blocking" if c["blocking"] else "warn"
-        click.echo(f"    {check_name:<28} {status:<8} ({kind})  {json.dumps(c.get('details', {}), default=str)}")
+    for check_name, c in (m.checks or {}).items():
+        status = "passed" if c.passed else ("FAILED" if c.blocking else "warning")
+        kind = "blocking" if c.blocking else "warn"
+        details = c.details if "details" in c.as_dict() else {}
+        click.echo(f"    {check_name:<28} {status:<8} ({kind})  {json.dumps(details, default=str)}")
     failed = blocking_failures(m)
     if failed:
         click.echo(f"  NOT TRAINABLE: failed blocking checks {', '.join(failed)}")

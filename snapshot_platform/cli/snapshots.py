@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Any
+from typing import Any, Mapping
 
 import click
 
@@ -22,7 +22,7 @@ from snapshot_platform.cli.common import (
 from snapshot_platform.gate import blocking_failures
 from snapshot_platform.secrets import SecretMissingError
 from snapshot_platform.sources.base import SourceError
-from snapshot_platform.store import IntegrityError, ManifestError, SnapshotNotFound
+from snapshot_platform.store import CheckOutcome, IntegrityError, ManifestError, SnapshotNotFound
 
 
 class _Terminated(KeyboardInterrupt):
@@ -81,15 +81,15 @@ def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool, allow
         signal.signal(signal.SIGTERM, previous)
     m = outcome.result.manifest
     if as_json:
-        render.emit({"created": outcome.result.created, "seconds": outcome.seconds, "manifest": m})
+        render.emit({"created": outcome.result.created, "seconds": outcome.seconds, "manifest": m.as_dict()})
     else:
         render.published(name, partition, outcome.result.created, m, outcome.seconds, outcome.result.uri)
-    _exit_if_untrainable(name, partition, m["version"], outcome.checks)
+    _exit_if_untrainable(name, partition, m.version, outcome.checks)
 
 
-def _exit_if_untrainable(name: str, partition: str, version: str, checks: dict[str, Any]) -> None:
+def _exit_if_untrainable(name: str, partition: str, version: str, checks: Mapping[str, CheckOutcome]) -> None:
     """Exit 1 when the snapshot failed a blocking check: published as evidence, not trainable."""
-    failed = sorted(n for n, c in checks.items() if c.get("blocking") and not c.get("passed"))
+    failed = sorted(n for n, c in checks.items() if c.blocking and not c.passed)
     if failed:
         render.untrainable(name, partition, version, failed)
         sys.exit(EXIT_FAILED)
@@ -120,8 +120,8 @@ def list_(ctx: click.Context, name: str | None, as_json: bool) -> None:
             found, bad = store.scan(name, p)
             unreadable.extend(bad)
             for m in found:
-                rows.append({"partition": p, "version": m["version"], "created_at": m["created_at"],
-                             "row_count": m["row_count"], "dagster_run_id": m.get("dagster_run_id")})
+                rows.append({"partition": p, "version": m.version, "created_at": m.created_at,
+                             "row_count": m.row_count, "dagster_run_id": m.dagster_run_id})
     if as_json:
         render.emit(rows)
     elif name is None:
@@ -146,7 +146,7 @@ def show(ctx: click.Context, name: str, partition: str, version: str | None, as_
     except (SnapshotNotFound, ManifestError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        render.emit(m)
+        render.emit(m.as_dict())
     else:
         render.manifest(m)
 
@@ -180,9 +180,9 @@ def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: 
                 except (OSError, ValueError) as exc:  # storage unreachable mid-way: report, go on
                     problems = [f"{store.file_uri(m, '')}: cannot be read: {type(exc).__name__}: {exc}"]
                 failed_checks = blocking_failures(m)
-                warned = sorted(n for n, c in (m.get("checks") or {}).items() if not c["passed"] and not c.get("blocking"))
+                warned = sorted(n for n, c in (m.checks or {}).items() if not c.passed and not c.blocking)
                 ok = not problems and not (fail_on_checks and failed_checks)
-                results.append({"asset": asset, "partition": p, "version": m["version"],
+                results.append({"asset": asset, "partition": p, "version": m.version,
                                 "ok": ok, "problems": problems, "failed_blocking_checks": failed_checks,
                                 "check_warnings": warned})
     bad = [r for r in results if not r["ok"]]

@@ -145,7 +145,7 @@ def run_demo(fresh: bool = False, as_json: bool = False) -> dict[str, Any]:
     for pk in days:
         version, new, rows = snap(pk)
         _say(f"   {name}/{pk}: version {version}  {rows} rows  {'NEW version' if new else 'unchanged'}")
-    versions = [m["version"] for m in store.versions(name, days[1])]
+    versions = [m.version for m in store.versions(name, days[1])]
     _say(f"   published versions of {days[1]}, oldest first: {', '.join(versions)}")
     old = store.read_table(name, days[1], first[days[1]])
     _say(f"   the earlier version {first[days[1]]} is intact and loadable: {old.num_rows} rows, hash-verified")
@@ -200,7 +200,7 @@ def run_demo(fresh: bool = False, as_json: bool = False) -> dict[str, Any]:
         "paths": {"source_database": str(db), "storage": storage_url,
                   "dagster_home": str(paths["dagster_home"]), "mlflow": tracking.tracking_uri},
         "snapshot": name,
-        "versions": {pk: [m["version"] for m in store.versions(name, pk)] for pk in days},
+        "versions": {pk: [m.version for m in store.versions(name, pk)] for pk in days},
         "runs": {"first": run_a, "second": run_b},
         "reproduced": bool(report["identical"]),
         "comparison": cmp,

@@ -30,20 +30,20 @@ def snapshot_metadata(outcome: SnapshotOutcome) -> dict[str, Any]:
     """A snapshot materialization's metadata, from the published manifest."""
     m = outcome.result.manifest
     return {
-        "dagster/row_count": m["row_count"],
+        "dagster/row_count": m.row_count,
         "dagster/column_schema": TableSchema(
-            columns=[TableColumn(name=c["name"], type=c["type"]) for c in m["schema"]]
+            columns=[TableColumn(name=c.name, type=c.type) for c in m.schema]
         ),
         "dagster/uri": outcome.result.uri,
-        VERSION_METADATA_KEY: m["version"],
+        VERSION_METADATA_KEY: m.version,
         "snapshot/new_version": outcome.result.created,
-        "snapshot/files": MetadataValue.json(m["files"]),
-        "snapshot/query": MetadataValue.md(f"```sql\n{m['query'].strip()}\n```"),
-        "snapshot/query_sha256": m["query_sha256"],
-        "snapshot/params": MetadataValue.json(m["params"]),
-        "snapshot/source": MetadataValue.json(m["source"]),
-        "snapshot/source_state": MetadataValue.json(m["source_state"]),
-        "snapshot/created_at": m["created_at"],
+        "snapshot/files": MetadataValue.json([f.as_dict() for f in m.files]),
+        "snapshot/query": MetadataValue.md(f"```sql\n{m.query.strip()}\n```"),
+        "snapshot/query_sha256": m.query_sha256,
+        "snapshot/params": MetadataValue.json(m.params),
+        "snapshot/source": MetadataValue.json(m.source),
+        "snapshot/source_state": MetadataValue.json(m.source_state),
+        "snapshot/created_at": m.created_at,
         "snapshot/duration_s": round(outcome.seconds, 3),
         "snapshot/rows_per_s": round(outcome.rows_per_second, 1),
         "snapshot/attempts": outcome.attempts,

@@ -148,8 +148,7 @@ def build_model_asset(catalog: Catalog, name: str, spec: ModelSpec) -> AssetsDef
         manifests, how = resolve_versions(context.instance, store, spec.snapshot, partitions,
                                           dict(config.pinned_versions))
         for m in manifests:
-            context.log.info(f"training on {m['asset']}/{m['partition']} version {m['version']} "
-                             f"({m['row_count']} rows, {how[m['partition']]})")
+            context.log.info(f"training on {m.where} ({m.row_count} rows, {how[m.partition]})")
         try:
             result = train(name, spec, manifests, store, key=snap.key,
                            override_reason=config.allow_failed_checks_reason)
@@ -168,7 +167,7 @@ def build_model_asset(catalog: Catalog, name: str, spec: ModelSpec) -> AssetsDef
             f"MLflow run {logged.run_id}: {', '.join(f'{k} {v:.4f}' for k, v in result.metrics.items())}; "
             f"registered {name} version {logged.registered_model_version}"
         )
-        versions = {m["partition"]: m["version"] for m in manifests}
+        versions = {m.partition: m.version for m in manifests}
         data_version = hashlib.sha256(
             (result.code_version + "".join(f"{p}={v};" for p, v in versions.items())).encode()
         ).hexdigest()[:20]

@@ -40,12 +40,12 @@ def check_results(name: str, outcome: SnapshotOutcome) -> list[AssetCheckResult]
     """The manifest's recorded check outcomes, as Dagster asset check results."""
     results = []
     for check_name, c in outcome.checks.items():
-        details = c.get("details", {})
+        details = c.details if "details" in c.as_dict() else {}
         results.append(AssetCheckResult(
             asset_key=snapshot_key(name),
             check_name=check_name,
-            passed=bool(c["passed"]),
-            severity=AssetCheckSeverity.ERROR if c.get("severity") == "ERROR" else AssetCheckSeverity.WARN,
+            passed=bool(c.passed),
+            severity=AssetCheckSeverity.ERROR if c.severity == "ERROR" else AssetCheckSeverity.WARN,
             metadata=check_metadata(outcome.result.version, details),
         ))
     return results
@@ -117,20 +117,20 @@ def build_snapshot_asset(
         m = outcome.result.manifest
         if outcome.result.created:
             context.log.info(
-                f"published {name}/{context.partition_key} version {m['version']}: "
-                f"{m['row_count']} rows in {outcome.seconds:.1f}s"
+                f"published {name}/{context.partition_key} version {m.version}: "
+                f"{m.row_count} rows in {outcome.seconds:.1f}s"
             )
         else:
             context.log.info(
                 f"{name}/{context.partition_key}: the source returned the same data as published "
-                f"version {m['version']}; nothing new was written"
+                f"version {m.version}; nothing new was written"
             )
-        failed = [n for n, c in outcome.checks.items() if not c["passed"]]
+        failed = [n for n, c in outcome.checks.items() if not c.passed]
         if failed:
-            context.log.warning(f"{name}/{context.partition_key} version {m['version']}: checks failed: {', '.join(failed)}")
+            context.log.warning(f"{name}/{context.partition_key} version {m.version}: checks failed: {', '.join(failed)}")
         return MaterializeResult(
             metadata=snapshot_metadata(outcome),
-            data_version=DataVersion(m["version"]),
+            data_version=DataVersion(m.version),
             check_results=check_results(name, outcome),
         )
 

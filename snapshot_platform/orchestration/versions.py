@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from dagster import AssetKey, AssetRecordsFilter, Failure
 
 from snapshot_platform.orchestration.metadata import VERSION_METADATA_KEY, snapshot_key
-from snapshot_platform.store import ManifestError, SnapshotNotFound, SnapshotStore
+from snapshot_platform.store import Manifest, ManifestError, SnapshotNotFound, SnapshotStore
 
 PINNED = "pinned"
 RECORDED = "dagster"
@@ -59,7 +59,7 @@ def choose_version(
 
 def resolve_versions(
     instance: Any, store: SnapshotStore, snapshot: str, partitions: list[str], pinned: dict[str, str]
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
+) -> tuple[list[Manifest], dict[str, str]]:
     """Each partition's manifest (chosen by :func:`choose_version`), and how each was chosen.
 
     Raises a Dagster ``Failure`` naming the cause when a pin names a partition outside ``partitions``,

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from snapshot_platform.store.diff_stats import TableStats, column_shifts, json_value, stat_kind
 from snapshot_platform.store.keys import key_strings
+from snapshot_platform.store.manifest import Manifest
 from snapshot_platform.store.store import SnapshotStore
 
 DEFAULT_BATCH_ROWS = 65_536
@@ -53,11 +54,11 @@ class _Unordered(Exception):
 # ---------------------------------------------------------------- schema
 
 
-def _schema_map(manifest: dict[str, Any] | None) -> dict[str, str]:
-    return {c["name"]: c["type"] for c in manifest["schema"]} if manifest else {}
+def _schema_map(manifest: Manifest | None) -> dict[str, str]:
+    return {c.name: c.type for c in manifest.schema} if manifest else {}
 
 
-def schema_changes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[dict[str, Any]]:
+def schema_changes(a: Manifest | None, b: Manifest | None) -> list[dict[str, Any]]:
     """Columns added, removed or retyped from version a to version b (nothing when a side is absent)."""
     if a is None or b is None:
         return []
@@ -244,7 +245,7 @@ class _Side:
         return out.reset_index(drop=True)
 
 
-def _open(store: SnapshotStore, manifest: dict[str, Any] | None, batch_rows: int) -> _Opened:
+def _open(store: SnapshotStore, manifest: Manifest | None, batch_rows: int) -> _Opened:
     """One side, verified by the store before anything is read from it (``open_verified``: every
     part hashed, the version id recomputed; the row checks re-derived as the rows stream)."""
     if manifest is None:
@@ -281,9 +282,9 @@ def _merge_join(side_a: _Opened, side_b: _Opened, plan: _Plan, sample: int) -> t
 # ---------------------------------------------------------------- hash-partitioned join
 
 
-def _hash_join(store: SnapshotStore, a: dict | None, b: dict | None, plan: _Plan,
+def _hash_join(store: SnapshotStore, a: Manifest | None, b: Manifest | None, plan: _Plan,
                batch_rows: int, sample: int) -> tuple[_Tally, dict, dict]:
-    rows = max(a["row_count"] if a else 0, b["row_count"] if b else 0)
+    rows = max(a.row_count if a else 0, b.row_count if b else 0)
     n_buckets = max(1, math.ceil(rows / (4 * batch_rows)))
     tally = _Tally(plan, sample)
     results = []
@@ -325,8 +326,8 @@ def _hash_join(store: SnapshotStore, a: dict | None, b: dict | None, plan: _Plan
 
 def diff_versions(
     store: SnapshotStore,
-    a: dict[str, Any] | None,
-    b: dict[str, Any] | None,
+    a: Manifest | None,
+    b: Manifest | None,
     *,
     key: list[str] | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
@@ -336,30 +337,30 @@ def diff_versions(
     if a is None and b is None:
         raise DiffError("nothing to diff: both versions are absent")
     ref = a or b
-    keys = {tuple(m["key"]) for m in (a, b) if m is not None and m.get("key")}
+    keys = {tuple(m.key) for m in (a, b) if m is not None and m.key}
     if len(keys) > 1:
-        raise DiffError(f"{ref['asset']}/{ref['partition']}: the versions have different keys {sorted(keys)}")
+        raise DiffError(f"{ref.asset}/{ref.partition}: the versions have different keys {sorted(keys)}")
     key = list(keys.pop()) if keys else list(key or [])
     if not key:
-        raise DiffError(f"{ref['asset']}/{ref['partition']}: no key recorded in the manifests and none given")
+        raise DiffError(f"{ref.asset}/{ref.partition}: no key recorded in the manifests and none given")
     for m in (a, b):
         if m is not None:
             missing = [k for k in key if k not in _schema_map(m)]
             if missing:
-                raise DiffError(f"{m['asset']}/{m['partition']} version {m['version']} lacks key column(s) {missing}")
+                raise DiffError(f"{m.where} lacks key column(s) {missing}")
     out: dict[str, Any] = {
-        "asset": ref["asset"],
-        "partition": ref["partition"],
-        "version_a": a["version"] if a else None,
-        "version_b": b["version"] if b else None,
+        "asset": ref.asset,
+        "partition": ref.partition,
+        "version_a": a.version if a else None,
+        "version_b": b.version if b else None,
         "key": key,
-        "rows_a": a["row_count"] if a else 0,
-        "rows_b": b["row_count"] if b else 0,
+        "rows_a": a.row_count if a else 0,
+        "rows_b": b.row_count if b else 0,
         "schema_changes": schema_changes(a, b),
     }
-    if a is not None and b is not None and a["version"] == b["version"]:
+    if a is not None and b is not None and a.version == b.version:
         return {**out, "same_version": True, "rows_added": 0, "rows_removed": 0, "rows_changed": 0,
-                "rows_unchanged": a["row_count"], "changed_by_column": {}, "columns": {},
+                "rows_unchanged": a.row_count, "changed_by_column": {}, "columns": {},
                 "samples": {"added": [], "removed": [], "changed": []}, "method": "same version"}
     side_a, side_b = _open(store, a, batch_rows), _open(store, b, batch_rows)
     plan = _plan(key, side_a[0], side_b[0])

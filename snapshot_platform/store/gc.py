@@ -22,7 +22,8 @@ from typing import Any, Iterator
 from upath import UPath
 
 from snapshot_platform.store import manifest as mf
-from snapshot_platform.store.store import STAGING, SnapshotStore, _fs_path, _is_local, _listdir
+from snapshot_platform.store.files import STAGING, fs_path, is_local, listdir
+from snapshot_platform.store.store import SnapshotStore
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def _modified(fs: Any, name: str, info: dict[str, Any]) -> dt.datetime:
 
 def _entries(folder: UPath) -> Iterator[tuple[bool, int, dt.datetime]]:
     """(is a file, size, modified) of ``folder`` (on local disk) and of every file under it."""
-    if _is_local(folder):
+    if is_local(folder):
         root = Path(str(folder))
         yield False, 0, dt.datetime.fromtimestamp(root.stat().st_mtime, dt.timezone.utc)
         for dirpath, _dirs, names in os.walk(root):
@@ -72,7 +73,7 @@ def _entries(folder: UPath) -> Iterator[tuple[bool, int, dt.datetime]]:
                 yield True, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)
         return
     fs = folder.fs
-    path = _fs_path(folder)
+    path = fs_path(folder)
     fs.invalidate_cache(path)
     for name, info in fs.find(path, detail=True).items():
         if info.get("type") == "directory":
@@ -91,16 +92,16 @@ def _leftover(store: SnapshotStore, kind: str, folder: UPath, now: dt.datetime) 
 
 
 def _find(store: SnapshotStore, now: dt.datetime) -> list[tuple[Leftover, UPath]]:
-    found = [(_leftover(store, "staging", d, now), d) for d in _listdir(store.root / STAGING)]
+    found = [(_leftover(store, "staging", d, now), d) for d in listdir(store.root / STAGING)]
     for asset in store.assets():
         for partition in store.partitions(asset):
-            for d in _listdir(store.partition_dir(asset, partition)):
+            for d in listdir(store.partition_dir(asset, partition)):
                 if d.name.startswith(".") or (d / mf.MANIFEST_NAME).exists():
                     continue
                 found.append((_leftover(store, "incomplete_version", d, now), d))
     # an object store has no empty folders: a prefix listed with no object under it (a listing
     # that lags a delete) holds nothing to reclaim
-    found = [(item, d) for item, d in found if item.files or _is_local(d)]
+    found = [(item, d) for item, d in found if item.files or is_local(d)]
     return sorted(found, key=lambda x: -(x[0].age_s or 0.0))
 
 

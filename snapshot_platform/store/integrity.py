@@ -20,10 +20,12 @@ Plain library: no Dagster, no catalog.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from snapshot_platform.store.manifest import CheckOutcome, Manifest
 
 # checks whose outcome follows from the rows alone; always blocking (checks.check_defs)
 ROW_CHECKS = ("key_unique", "not_null", "min_rows")
@@ -53,18 +55,18 @@ def adjacent_duplicates(prev_key: pa.RecordBatch | None, keys: pa.RecordBatch) -
 class RowChecks:
     """Re-derives ``key_unique``, ``not_null`` and ``min_rows`` from the rows, one batch at a time."""
 
-    def __init__(self, manifest: dict[str, Any]):
+    def __init__(self, manifest: Manifest):
         self.manifest = manifest
-        self.recorded: dict[str, Any] | None = manifest.get("checks")
+        self.recorded: Mapping[str, CheckOutcome] | None = manifest.checks
         checks = self.recorded or {}
-        self.schema_names = [c["name"] for c in manifest["schema"]]
-        self.key = [k for k in (manifest.get("key") or []) if isinstance(k, str)]
-        nn = (checks.get("not_null") or {}).get("details") or {}
+        self.schema_names = [c.name for c in manifest.schema]
+        self.key = [k for k in (manifest.key or []) if isinstance(k, str)]
+        nn = _details(checks.get("not_null"))
         cols = nn.get("columns")
         if not isinstance(cols, list):  # recorded before the column list was: the offending ones
             cols = list((nn.get("null_rows") or {}).keys())
         self.not_null = [c for c in cols if isinstance(c, str)]
-        mr = (checks.get("min_rows") or {}).get("details") or {}
+        mr = _details(checks.get("min_rows"))
         self.min_rows = mr.get("min_rows") if isinstance(mr.get("min_rows"), int) else None
         self.rows = 0
         self.dups = 0
@@ -96,9 +98,8 @@ class RowChecks:
         rec = self.recorded
         out: list[str] = []
 
-        def recorded(name: str) -> dict[str, Any] | None:
-            c = (rec or {}).get(name)
-            return c if isinstance(c, dict) else None
+        def recorded(name: str) -> CheckOutcome | None:
+            return (rec or {}).get(name)
 
         def disagree(name: str, derived_passed: bool, why: str) -> None:
             c = recorded(name)
@@ -109,10 +110,10 @@ class RowChecks:
                     out.append(f"{where}: the manifest records no outcome of blocking check {name}, "
                                f"but the rows fail it: {why}")
                 return
-            if bool(c.get("passed")) != derived_passed:
-                said = "passed" if c.get("passed") else "failed"
+            if bool(c.passed) != derived_passed:
+                said = "passed" if c.passed else "failed"
                 out.append(f"{where}: blocking check {name} is recorded as {said}, but the rows say {why}")
-            if name in ROW_CHECKS and c.get("blocking") is not True:
+            if name in ROW_CHECKS and c.blocking is not True:
                 out.append(f"{where}: check {name} is always blocking; the manifest records it as not blocking")
 
         if self.key:
@@ -124,7 +125,7 @@ class RowChecks:
                          f"{self.dups} rows repeat a key ({', '.join(self.key)})" if self.dups
                          else f"the key ({', '.join(self.key)}) is unique")
                 c = recorded("key_unique")
-                d = (c or {}).get("details") or {}
+                d = _details(c)
                 if c is not None and isinstance(d.get("duplicate_rows"), int) and d["duplicate_rows"] != self.dups:
                     out.append(f"{where}: key_unique records {d['duplicate_rows']} duplicate rows; "
                                f"the rows have {self.dups}")
@@ -141,19 +142,24 @@ class RowChecks:
         elif rec is not None and recorded("min_rows") is None:
             disagree("min_rows", True, f"{self.rows} rows")
         for name, c in (rec or {}).items():
-            if isinstance(c, dict):
-                out.extend(_self_consistency(where, name, c, self.rows, self.schema_names))
+            out.extend(_self_consistency(where, name, c, self.rows, self.schema_names))
         return out
 
 
-def _self_consistency(where: str, name: str, c: dict[str, Any], rows: int, names: list[str]) -> list[str]:
+def _details(c: CheckOutcome | None) -> Mapping[str, Any]:
+    """A recorded outcome's details; empty when there is no outcome or its details are not an object."""
+    d = c.details if c is not None else None
+    return d if isinstance(d, dict) else {}
+
+
+def _self_consistency(where: str, name: str, c: CheckOutcome, rows: int, names: list[str]) -> list[str]:
     """A recorded check whose outcome contradicts its own recorded details, or the rows' count."""
     out = []
-    d = c.get("details") if isinstance(c.get("details"), dict) else {}
-    passed = bool(c.get("passed"))
-    blocking = c.get("blocking")
-    if (c.get("severity") == "ERROR") != bool(blocking):
-        out.append(f"{where}: check {name} has severity {c.get('severity')!r} but blocking={blocking!r}")
+    d = _details(c)
+    passed = bool(c.passed)
+    blocking = c.blocking
+    if (c.severity == "ERROR") != bool(blocking):
+        out.append(f"{where}: check {name} has severity {c.severity!r} but blocking={blocking!r}")
     if name == "schema_unchanged" and any(k in d for k in ("added", "removed", "type_changed")):
         changed = bool(d.get("added") or d.get("removed") or d.get("type_changed"))
         if passed == changed:

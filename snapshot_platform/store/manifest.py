@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
 
 import pyarrow as pa
 
@@ -78,20 +79,6 @@ def version_id(schema: pa.Schema, file_hashes: list[str]) -> str:
     return h.hexdigest()[:20]
 
 
-def dumps(manifest: dict[str, Any]) -> bytes:
-    validate(manifest, where="<new manifest>")
-    return (json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8")
-
-
-def loads(raw: bytes, where: str) -> dict[str, Any]:
-    try:
-        manifest = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{where}: not valid JSON: {exc}") from None
-    validate(manifest, where)
-    return manifest
-
-
 def validate(manifest: Any, where: str) -> None:
     """Refuse a manifest whose fields a reader relies on are missing or of the wrong kind.
 
@@ -157,12 +144,12 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def check_location(manifest: dict[str, Any], asset: str, partition: str, version: str, where: str) -> None:
+def check_location(manifest: "Manifest", asset: str, partition: str, version: str, where: str) -> None:
     """A manifest must describe the folder it sits in: ``<asset>/<partition>/<version>/``.
 
     A manifest copied into another partition's (or version's) folder would otherwise pass its files
     off as that partition's data."""
-    found = (manifest["asset"], manifest["partition"], manifest["version"])
+    found = (manifest.asset, manifest.partition, manifest.version)
     if found != (asset, partition, version):
         raise ManifestError(
             f"{where}: the manifest describes {found[0]}/{found[1]}/{found[2]} but sits in "
@@ -170,6 +157,209 @@ def check_location(manifest: dict[str, Any], asset: str, partition: str, version
         )
 
 
-def schema_without_source_types(schema_json: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def schema_without_source_types(schema: "tuple[SchemaColumn, ...]") -> list[dict[str, Any]]:
     """Schema entries as :func:`version_id` digests them (``source_type`` left out)."""
-    return [{k: v for k, v in c.items() if k != "source_type"} for c in schema_json]
+    return [{k: v for k, v in c.as_dict().items() if k != "source_type"} for c in schema]
+
+
+# ---------------------------------------------------------------- the typed manifest
+#
+# One reader (:meth:`Manifest.from_json`) and one writer (:meth:`Manifest.to_json`). Each object
+# remembers the keys it was read with, in their order, and any key this release does not know
+# (``extra``): writing it again gives the same bytes, and nothing on disk is lost by a read.
+
+
+@dataclass(frozen=True, kw_only=True)
+class JsonObject:
+    """A JSON object with typed fields; ``extra`` holds the keys this release does not know."""
+
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """Keys found on disk that no field names, kept as read (written back unchanged)."""
+    key_order: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    """The keys in the order they were read (empty: the order this release writes)."""
+
+    _FIELDS: ClassVar[tuple[str, ...]] = ()  # known JSON keys, in the order this release writes them
+    _OPTIONAL: ClassVar[tuple[str, ...]] = ()  # known keys left out when their value is None and no order says otherwise
+
+    def _value(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON object (nested objects as dicts), keys in the order they were read."""
+        order = self.key_order or tuple(
+            [k for k in self._FIELDS if not (k in self._OPTIONAL and getattr(self, k) is None)] + list(self.extra))
+        return {k: (self._value(k) if k in self._FIELDS else self.extra[k]) for k in order}
+
+    @classmethod
+    def _split(cls, d: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        known = {k: d.get(k) for k in cls._FIELDS}
+        extra = {k: v for k, v in d.items() if k not in cls._FIELDS}
+        return known, {"extra": extra, "key_order": tuple(d)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileEntry(JsonObject):
+    """One Parquet part of a version (``files[]``)."""
+
+    path: str
+    """Relative to the version folder, e.g. ``part-00000.parquet``."""
+    sha256: str
+    """64 lowercase hex digits of the file's bytes."""
+    bytes: int
+    """Its size."""
+    rows: int
+    """Rows in it (its Parquet footer must say the same)."""
+
+    _FIELDS = ("path", "sha256", "bytes", "rows")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FileEntry":
+        known, rest = cls._split(d)
+        return cls(**known, **rest)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchemaColumn(JsonObject):
+    """One column of the version's schema (``schema[]``), in column order."""
+
+    name: str
+    type: str
+    """The Arrow type as text, e.g. ``decimal128(15, 2)``."""
+    nullable: bool | None = None
+    """None only in a hand-made manifest that left it out."""
+    source_type: str | None = None
+    """Format 2: the column's database type (``inet``, ``money``, ...), where recorded."""
+
+    _FIELDS = ("name", "type", "nullable", "source_type")
+    _OPTIONAL = ("nullable", "source_type")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SchemaColumn":
+        known, rest = cls._split(d)
+        return cls(**known, **rest)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckOutcome(JsonObject):
+    """The recorded outcome of one integrity check (``checks[name]``; checks.py computes them)."""
+
+    passed: bool
+    blocking: bool | None = None
+    """A failed blocking check makes the version untrainable (gate.py)."""
+    severity: str | None = None
+    """``ERROR`` for a blocking check, ``WARN`` otherwise."""
+    details: Mapping[str, Any] | None = None
+    """What was counted (offending rows, examples, the tolerance ...), as recorded."""
+
+    _FIELDS = ("passed", "blocking", "severity", "details")
+    _OPTIONAL = ("blocking", "severity", "details")
+
+    @classmethod
+    def of(cls, passed: bool, blocking: bool, details: Mapping[str, Any]) -> "CheckOutcome":
+        """A new outcome: severity follows from ``blocking``."""
+        return cls(passed=bool(passed), blocking=blocking, severity="ERROR" if blocking else "WARN",
+                   details=details)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CheckOutcome":
+        known, rest = cls._split(d)
+        return cls(**known, **rest)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest(JsonObject):
+    """``manifest.json``: the record of one published version (docs/architecture.md, "The manifest").
+
+    Read with :meth:`from_json` (validated: a :class:`ManifestError` names the file and the field),
+    written with :meth:`to_json`. Formats 1 and 2 are read; keys this release does not know are kept.
+    """
+
+    format_version: int
+    """``2`` is written; ``1`` and ``2`` are read (format 2 adds ``source_type`` to schema entries)."""
+    asset: str
+    """The snapshot's name: the folder ``<asset>/<partition>/<version>/`` the manifest must sit in."""
+    partition: str
+    """The partition key."""
+    version: str
+    """The version id: 20 hex digits digesting the schema and the parts (:func:`version_id`)."""
+    created_at: str
+    """UTC ISO time of the publish."""
+    row_count: int
+    """Rows in the version; the sum of ``files[].rows``."""
+    files: tuple[FileEntry, ...]
+    """The Parquet parts, in order."""
+    schema: tuple[SchemaColumn, ...]
+    """The columns, in order."""
+    window: Mapping[str, Any] | None = None
+    """``start``, ``end`` (ISO text) of the partition's half-open window."""
+    query: str | None = None
+    """The query as run."""
+    query_sha256: str | None = None
+    params: Mapping[str, Any] | None = None
+    """The bound window parameters."""
+    key: tuple[str, ...] | None = None
+    """The catalog key the rows are ordered by (optional)."""
+    source: Mapping[str, Any] | None = None
+    """``name``, ``kind``, ``host``, ``database`` (and the engine's own facts): never a secret."""
+    source_state: Mapping[str, Any] | None = None
+    """The engine's marker of the data's point in time, where it has one."""
+    dagster_run_id: str | None = None
+    """None outside Dagster."""
+    code_version: str | None = None
+    library_versions: Mapping[str, str] | None = None
+    writer: Mapping[str, Any] | None = None
+    """``format``, ``compression``, ``compression_level``, ``row_group_rows``, ``part_rows``."""
+    checks: Mapping[str, CheckOutcome] | None = None
+    """Check name -> its recorded outcome (absent in manifests written before the checks were)."""
+
+    _FIELDS = ("window", "query", "query_sha256", "params", "key", "source", "source_state", "dagster_run_id",
+               "code_version", "library_versions", "format_version", "asset", "partition", "version",
+               "created_at", "row_count", "files", "schema", "writer", "checks")
+    _OPTIONAL = ("key", "writer", "checks")
+
+    def _value(self, name: str) -> Any:
+        v = getattr(self, name)
+        if name in ("files", "schema"):
+            return [e.as_dict() for e in v]
+        if name == "checks" and v is not None:
+            return {n: c.as_dict() for n, c in v.items()}
+        if name == "key" and v is not None:
+            return list(v)
+        return v
+
+    @property
+    def where(self) -> str:
+        """``<asset>/<partition> version <version>``, as error messages name a version."""
+        return f"{self.asset}/{self.partition} version {self.version}"
+
+    @classmethod
+    def from_json(cls, raw: bytes, where: str) -> "Manifest":
+        """The one reader: parse and validate ``raw`` (the bytes of ``where``)."""
+        try:
+            d = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{where}: not valid JSON: {exc}") from None
+        return cls.from_dict(d, where)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Manifest":
+        """Validate a JSON-shaped manifest (:func:`validate`) and type it; check outcomes may be
+        given as :class:`CheckOutcome` already."""
+        if isinstance(d, dict) and isinstance(d.get("checks"), dict):
+            d = {**d, "checks": {n: c.as_dict() if isinstance(c, CheckOutcome) else c
+                                 for n, c in d["checks"].items()}}
+        validate(d, where)
+        known, rest = cls._split(d)
+        known["files"] = tuple(FileEntry.from_dict(f) for f in d["files"])
+        known["schema"] = tuple(SchemaColumn.from_dict(c) for c in d["schema"])
+        if known["key"] is not None:
+            known["key"] = tuple(known["key"])
+        if known["checks"] is not None:
+            known["checks"] = {n: CheckOutcome.from_dict(c) for n, c in d["checks"].items()}
+        return cls(**known, **rest)
+
+    def to_json(self) -> bytes:
+        """The one writer: the manifest's bytes (indented JSON, keys in the order read or published)."""
+        d = self.as_dict()
+        validate(d, where="<new manifest>")
+        return (json.dumps(d, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from snapshot_platform.store import SnapshotNotFound, SnapshotStore
+from snapshot_platform.store import Manifest, SnapshotNotFound, SnapshotStore
 from snapshot_platform.store.diff import DEFAULT_BATCH_ROWS, DiffError, diff_versions
+from snapshot_platform.training.lock import LockEntry
 from snapshot_platform.training.mlflow_logging import MODEL_SPEC_NAME, MlflowTracking
 
 HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"}
@@ -43,10 +44,10 @@ def metric_deltas(a: dict[str, float], b: dict[str, float]) -> dict[str, dict[st
     return out
 
 
-def _manifest(store: SnapshotStore, entry: dict[str, Any] | None) -> dict[str, Any] | None:
+def _manifest(store: SnapshotStore, entry: LockEntry | None) -> Manifest | None:
     if entry is None:
         return None
-    return store.read_manifest(entry["asset"], entry["partition"], entry["version"])
+    return store.read_manifest(entry.asset, entry.partition, entry.version)
 
 
 def verdict(metrics: dict[str, Any], data: list[dict[str, Any]], spec_changes: list[dict[str, Any]],
@@ -97,8 +98,8 @@ def compare_runs(
         spec_changes.insert(0, {"field": "name", "a": sa["name"], "b": sb["name"]})
     code_a, code_b = ra.data.params.get("code_version"), rb.data.params.get("code_version")
 
-    ea = {(e["asset"], e["partition"]): e for e in la["snapshots"]}
-    eb = {(e["asset"], e["partition"]): e for e in lb["snapshots"]}
+    ea = {(e.asset, e.partition): e for e in la.snapshots}
+    eb = {(e.asset, e.partition): e for e in lb.snapshots}
     data = []
     for asset, partition in sorted(set(ea) | set(eb)):
         a, b = ea.get((asset, partition)), eb.get((asset, partition))
@@ -107,7 +108,7 @@ def compare_runs(
             d = diff_versions(store, ma, mb, batch_rows=batch_rows)
         except (SnapshotNotFound, DiffError) as exc:
             d = {"asset": asset, "partition": partition,
-                 "version_a": a and a["version"], "version_b": b and b["version"],
+                 "version_a": a and a.version, "version_b": b and b.version,
                  "rows_added": None, "rows_removed": None, "rows_changed": None, "schema_changes": [],
                  "error": str(exc)}
         d["in_run"] = "both" if a and b else ("a" if a else "b")

@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 from snapshot_platform.home import platform_home
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform.training import lock as lock_mod
+from snapshot_platform.training.lock import LockEntry, SnapshotLock
+from snapshot_platform.training.mlflow_model import log_figures, log_model, model_format
 from snapshot_platform.training.train import PARTITION_COLUMN, TrainingResult
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,6 @@ ESTIMATOR_PARAMS_NAME = "estimator_params.json"
 SUMMARY_NAME = "training_summary.json"
 IMPORTANCES_NAME = "feature_importances.json"
 EXPERIMENT_PREFIX = "models/"
-_TRUSTED_MODULES = {"sklearn", "numpy", "scipy"}
 
 # tags
 TAG_DAGSTER_RUN = "dagster.run_id"
@@ -87,20 +88,6 @@ class LoggedRun:
     model_format: str
 
 
-def model_format(est: Any) -> tuple[str, list[str] | None, str | None]:
-    """``("skops", trusted types, None)``, or ``("cloudpickle", None, why)`` when skops cannot be trusted."""
-    import skops.io as sio
-
-    try:
-        untrusted = sio.get_untrusted_types(data=sio.dumps(est))
-    except Exception as exc:  # skops cannot represent the object at all
-        return "cloudpickle", None, f"skops cannot serialize {type(est).__name__}: {exc}"
-    foreign = [t for t in untrusted if t.split(".")[0] not in _TRUSTED_MODULES]
-    if foreign:
-        return "cloudpickle", None, f"the model holds types outside scikit-learn/NumPy/SciPy: {', '.join(foreign)}"
-    return "skops", list(untrusted), None
-
-
 def _dataset_source(uri: str) -> Any:
     from mlflow.data.dataset_source_registry import resolve_dataset_source
 
@@ -109,10 +96,10 @@ def _dataset_source(uri: str) -> Any:
         return resolve_dataset_source(uri)
 
 
-def _lineage_note(result: TrainingResult, lock: dict[str, Any], run_id: str) -> str:
+def _lineage_note(result: TrainingResult, lock: SnapshotLock, run_id: str) -> str:
     lines = [f"**{result.model}** trained on pinned snapshot versions (`{lock_mod.LOCK_NAME}`):", ""]
-    for e in lock["snapshots"]:
-        lines.append(f"- `{e['asset']}/{e['partition']}` version `{e['version']}`, {e['row_count']} rows")
+    for e in lock.snapshots:
+        lines.append(f"- `{e.asset}/{e.partition}` version `{e.version}`, {e.row_count} rows")
     lines += ["", f"Reproduce: `snapshot-platform reproduce {run_id}`"]
     return "\n".join(lines)
 
@@ -185,78 +172,14 @@ class MlflowTracking:
         register: bool = True,
     ) -> LoggedRun:
         """Log ``result`` as one run in the experiment ``models/<name>`` and register its model."""
-        from mlflow.models import infer_signature
-
-        from snapshot_platform.training import plots
-
-        spec = result.spec
-        entries = []
-        for m in result.manifests:
-            uri = store.uri(store.version_dir(m["asset"], m["partition"], m["version"]))
-            entries.append(lock_mod.lock_entry(m, uri, result.checks_overridden.get((m["asset"], m["partition"]))))
-        lock = lock_mod.build_lock(result.model, model_partition, store.uri(store.root), entries,
-                                   result.override_reason)
-        data_summary = ",".join(f"{e['asset']}/{e['partition']}@{e['version']}" for e in entries)
+        lock = build_lock(result, store, model_partition)
+        data_summary = ",".join(f"{e.asset}/{e.partition}@{e.version}" for e in lock.snapshots)
         fmt, trusted, why = model_format(result.estimator)
         if why:
             warnings.warn(f"model {result.model}: saved with cloudpickle, not skops: {why}", stacklevel=2)
-
-        params: dict[str, Any] = {
-            "model": result.model,
-            "model_partition": model_partition,
-            "snapshot": spec.snapshot,
-            "snapshot_partitions": ",".join(m["partition"] for m in result.manifests),
-            "task": result.task,
-            "features": ",".join(spec.features),
-            "target": spec.target,
-            "estimator_class": spec.estimator.class_path,
-            "split_test_fraction": spec.split.test_fraction,
-            "split_by": ",".join(spec.split.by or result.key),
-            "rows_train": int((~result.test_mask).sum()),
-            "rows_test": int(result.test_mask.sum()),
-            "code_version": result.code_version,
-        }
-        for k, v in sorted(spec.estimator.params.items()):
-            params[f"estimator.{k}"] = v
-        for k, v in sorted(result.seeded.items()):
-            params[f"estimator.{k}"] = v
-        if result.rows_dropped_null_target:
-            params["rows_dropped_null_target"] = result.rows_dropped_null_target
-        if result.override_reason:
-            params["allow_failed_checks_reason"] = result.override_reason[:500]
-
-        tags = {
-            TAG_MODEL: result.model,
-            TAG_CODE_VERSION: result.code_version,
-            TAG_PREDICTIONS: result.predictions_sha256,
-            TAG_DATA: data_summary[:5000],
-            TAG_FORMAT: fmt,
-            **{f"library.{k}": v for k, v in result.library_versions.items()},
-            **(extra_tags or {}),
-        }
-        if model_partition:
-            tags.setdefault(TAG_DAGSTER_PARTITION, model_partition)
-        if result.override_reason:
-            tags[TAG_OVERRIDE] = result.override_reason[:5000]
-
-        summary = {
-            "model": result.model,
-            "task": result.task,
-            "key": result.key,
-            "rows_by_partition": result.rows_by_partition(),
-            "rows_dropped_null_target": result.rows_dropped_null_target,
-            "seeded": result.seeded,
-            "predictions_sha256": result.predictions_sha256,
-            "code_version": result.code_version,
-            "library_versions": result.library_versions,
-            "model_format": fmt,
-            "model_format_note": why,
-            "checks_overridden": {f"{a}/{p}": c for (a, p), c in result.checks_overridden.items()},
-            "notes": result.notes,
-            "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-        }
-        X_train = result.X_train
-        sample = X_train.head(50)
+        params = _run_params(result, model_partition)
+        tags = _run_tags(result, model_partition, data_summary, fmt, extra_tags)
+        summary = _run_summary(result, fmt, why)
 
         with self.active() as mlflow, warnings.catch_warnings():
             # MLflow hints that integer columns cannot hold missing values: known, and not an error here
@@ -269,59 +192,10 @@ class MlflowTracking:
                 mlflow.set_tags({**tags, "mlflow.note.content": _lineage_note(result, lock, run_id)})
                 mlflow.log_params({k: v for k, v in params.items() if v is not None})
                 mlflow.log_metrics(result.metrics)
-                # lineage: one dataset input per snapshot version, digest = version id
-                parts = result.frame[PARTITION_COLUMN].to_numpy()
-                used = [*spec.features, spec.target]
-                for m, e in zip(result.manifests, entries):
-                    df = result.frame.loc[parts == m["partition"], used]
-                    ds = mlflow.data.from_pandas(
-                        df, source=_dataset_source(e["uri"]), name=f"{m['asset']}/{m['partition']}",
-                        digest=m["version"], targets=spec.target,
-                    )
-                    mlflow.log_input(ds, context="training", tags={
-                        "snapshot.asset": m["asset"], "snapshot.partition": m["partition"],
-                        "snapshot.version": m["version"],
-                    })
-                mlflow.log_text(lock_mod.dumps(lock), lock_mod.LOCK_NAME)
-                mlflow.log_text(json.dumps({"name": result.model, "spec": spec.spec_json()}, indent=2),
-                                MODEL_SPEC_NAME)
-                mlflow.log_text(json.dumps({"class": spec.estimator.class_path,
-                                            "params": spec.estimator.params,
-                                            "seeded": result.seeded,
-                                            "effective": result.params}, indent=2, default=str),
-                                ESTIMATOR_PARAMS_NAME)
-                mlflow.log_text(json.dumps({"method": result.importance_method,
-                                            "importances": result.importances}, indent=2),
-                                IMPORTANCES_NAME)
-                mlflow.log_text(json.dumps(summary, indent=2, default=str), SUMMARY_NAME)
-
-                title = f"{result.model} {model_partition or ''} (test set, {int(result.test_mask.sum())} rows)"
-                if result.task == "classification":
-                    labels = list(getattr(result.estimator, "classes_", sorted(set(result.y_test))))
-                    fig = plots.confusion_matrix_figure(result.y_test, result.y_pred, labels, title)
-                    mlflow.log_figure(fig, "plots/confusion_matrix.png")
-                else:
-                    fig = plots.residuals_figure(result.y_test, result.y_pred, title)
-                    mlflow.log_figure(fig, "plots/residuals.png")
-                plots.close(fig)
-                fig = plots.importances_figure(result.importances, result.importance_method,
-                                               f"{result.model}: feature importances")
-                mlflow.log_figure(fig, "plots/feature_importances.png")
-                plots.close(fig)
-
-                signature = infer_signature(sample, result.estimator.predict(sample))
-                info = mlflow.sklearn.log_model(
-                    result.estimator,
-                    name="model",
-                    signature=signature,
-                    input_example=X_train.head(5),
-                    serialization_format=fmt,
-                    skops_trusted_types=trusted,
-                    pip_requirements=_requirements(result.library_versions, fmt),
-                    registered_model_name=result.model if register else None,
-                    metadata={"snapshot_platform": {"snapshots": data_summary,
-                                                     "code_version": result.code_version}},
-                )
+                _log_dataset_inputs(mlflow, result, lock)
+                _log_documents(mlflow, result, lock, summary)
+                log_figures(mlflow, result, model_partition)
+                info = log_model(mlflow, result, fmt, trusted, data_summary, register)
                 version = getattr(info, "registered_model_version", None)
                 if register and version is not None:
                     client = self.client()
@@ -363,20 +237,123 @@ class MlflowTracking:
                                   f"({exc})") from None
             return Path(local).read_text(encoding="utf-8")
 
-    def load_lock(self, run_id: str) -> dict[str, Any]:
-        return lock_mod.loads(self.load_text(run_id, lock_mod.LOCK_NAME), where=f"run {run_id}: {lock_mod.LOCK_NAME}")
+    def load_lock(self, run_id: str) -> SnapshotLock:
+        return SnapshotLock.from_json(self.load_text(run_id, lock_mod.LOCK_NAME),
+                                      where=f"run {run_id}: {lock_mod.LOCK_NAME}")
 
     def load_json(self, run_id: str, path: str) -> dict[str, Any]:
         return json.loads(self.load_text(run_id, path))
 
 
-def _requirements(versions: dict[str, str], fmt: str) -> list[str]:
-    reqs = [f"{lib}=={versions[lib]}" for lib in ("scikit-learn", "numpy", "pandas", "scipy") if lib in versions]
-    import importlib.metadata
 
-    extra = "skops" if fmt == "skops" else "cloudpickle"
-    try:
-        reqs.append(f"{extra}=={importlib.metadata.version(extra)}")
-    except importlib.metadata.PackageNotFoundError:
-        reqs.append(extra)
-    return reqs
+
+# ---------------------------------------------------------------- the steps of log_training
+
+
+def build_lock(result: TrainingResult, store: SnapshotStore, model_partition: str | None) -> SnapshotLock:
+    """The run's ``snapshot_lock.json``: every version it trained on, with its folder's URI."""
+    entries = tuple(
+        LockEntry.of(m, store.uri(store.version_dir(m.asset, m.partition, m.version)),
+                     result.checks_overridden.get((m.asset, m.partition)))
+        for m in result.manifests)
+    return SnapshotLock(model=result.model, model_partition=model_partition, storage_url=store.uri(store.root),
+                        allow_failed_checks_reason=result.override_reason, snapshots=entries)
+
+
+def _run_params(result: TrainingResult, model_partition: str | None) -> dict[str, Any]:
+    spec = result.spec
+    params: dict[str, Any] = {
+        "model": result.model,
+        "model_partition": model_partition,
+        "snapshot": spec.snapshot,
+        "snapshot_partitions": ",".join(m.partition for m in result.manifests),
+        "task": result.task,
+        "features": ",".join(spec.features),
+        "target": spec.target,
+        "estimator_class": spec.estimator.class_path,
+        "split_test_fraction": spec.split.test_fraction,
+        "split_by": ",".join(spec.split.by or result.key),
+        "rows_train": int((~result.test_mask).sum()),
+        "rows_test": int(result.test_mask.sum()),
+        "code_version": result.code_version,
+    }
+    for k, v in sorted(spec.estimator.params.items()):
+        params[f"estimator.{k}"] = v
+    for k, v in sorted(result.seeded.items()):
+        params[f"estimator.{k}"] = v
+    if result.rows_dropped_null_target:
+        params["rows_dropped_null_target"] = result.rows_dropped_null_target
+    if result.override_reason:
+        params["allow_failed_checks_reason"] = result.override_reason[:500]
+    return params
+
+
+def _run_tags(result: TrainingResult, model_partition: str | None, data_summary: str, fmt: str,
+              extra_tags: dict[str, str] | None) -> dict[str, str]:
+    tags = {
+        TAG_MODEL: result.model,
+        TAG_CODE_VERSION: result.code_version,
+        TAG_PREDICTIONS: result.predictions_sha256,
+        TAG_DATA: data_summary[:5000],
+        TAG_FORMAT: fmt,
+        **{f"library.{k}": v for k, v in result.library_versions.items()},
+        **(extra_tags or {}),
+    }
+    if model_partition:
+        tags.setdefault(TAG_DAGSTER_PARTITION, model_partition)
+    if result.override_reason:
+        tags[TAG_OVERRIDE] = result.override_reason[:5000]
+    return tags
+
+
+def _run_summary(result: TrainingResult, fmt: str, why: str | None) -> dict[str, Any]:
+    return {
+        "model": result.model,
+        "task": result.task,
+        "key": result.key,
+        "rows_by_partition": result.rows_by_partition(),
+        "rows_dropped_null_target": result.rows_dropped_null_target,
+        "seeded": result.seeded,
+        "predictions_sha256": result.predictions_sha256,
+        "code_version": result.code_version,
+        "library_versions": result.library_versions,
+        "model_format": fmt,
+        "model_format_note": why,
+        "checks_overridden": {f"{a}/{p}": c for (a, p), c in result.checks_overridden.items()},
+        "notes": result.notes,
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+    }
+
+
+def _log_dataset_inputs(mlflow: Any, result: TrainingResult, lock: SnapshotLock) -> None:
+    """Lineage: one dataset input per snapshot version, its digest the version id."""
+    spec = result.spec
+    parts = result.frame[PARTITION_COLUMN].to_numpy()
+    used = [*spec.features, spec.target]
+    for m, e in zip(result.manifests, lock.snapshots):
+        df = result.frame.loc[parts == m.partition, used]
+        ds = mlflow.data.from_pandas(
+            df, source=_dataset_source(e.uri), name=f"{m.asset}/{m.partition}",
+            digest=m.version, targets=spec.target,
+        )
+        mlflow.log_input(ds, context="training", tags={
+            "snapshot.asset": m.asset, "snapshot.partition": m.partition,
+            "snapshot.version": m.version,
+        })
+
+
+def _log_documents(mlflow: Any, result: TrainingResult, lock: SnapshotLock, summary: dict[str, Any]) -> None:
+    """The lock, the model spec, the estimator's parameters, the importances and the summary."""
+    spec = result.spec
+    mlflow.log_text(lock.to_json(), lock_mod.LOCK_NAME)
+    mlflow.log_text(json.dumps({"name": result.model, "spec": spec.spec_json()}, indent=2),
+                    MODEL_SPEC_NAME)
+    mlflow.log_text(json.dumps({"class": spec.estimator.class_path,
+                                "params": spec.estimator.params,
+                                "seeded": result.seeded,
+                                "effective": result.params}, indent=2, default=str),
+                    ESTIMATOR_PARAMS_NAME)
+    mlflow.log_text(json.dumps({"method": result.importance_method,
+                                "importances": result.importances}, indent=2),
+                    IMPORTANCES_NAME)
+    mlflow.log_text(json.dumps(summary, indent=2, default=str), SUMMARY_NAME)

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from snapshot_platform.catalog import ModelSpec
 from snapshot_platform.gate import UntrainableSnapshot
-from snapshot_platform.store import IntegrityError, ManifestError, SnapshotNotFound, SnapshotStore
-from snapshot_platform.training import lock as lock_mod
+from snapshot_platform.store import IntegrityError, Manifest, ManifestError, SnapshotNotFound, SnapshotStore
+from snapshot_platform.training.lock import SnapshotLock
 from snapshot_platform.training.mlflow_logging import (
     ESTIMATOR_PARAMS_NAME,
     MODEL_SPEC_NAME,
@@ -38,23 +38,23 @@ def _same(a: float | None, b: float | None) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def locked_manifests(store: SnapshotStore, lock: dict[str, Any]) -> list[dict[str, Any]]:
+def locked_manifests(store: SnapshotStore, lock: SnapshotLock) -> list[Manifest]:
     """The lock's versions from ``store``, each checked against the lock."""
     manifests, missing = [], []
-    for e in lock["snapshots"]:
+    for e in lock.snapshots:
         try:
-            manifests.append(store.read_manifest(e["asset"], e["partition"], e["version"]))
+            manifests.append(store.read_manifest(e.asset, e.partition, e.version))
         except SnapshotNotFound:
-            missing.append(f"{e['asset']}/{e['partition']} version {e['version']}")
+            missing.append(e.where)
         except ManifestError as exc:
             raise CannotReproduce(str(exc)) from None
     if missing:
         hint = ""
-        recorded = lock.get("storage_url")
+        recorded = lock.storage_url
         if recorded and recorded != store.uri(store.root):
             hint = f"; the run used the storage {recorded} (pass --storage)"
         raise CannotReproduce(f"not in {store}: {', '.join(missing)}{hint}")
-    problems = [p for e, m in zip(lock["snapshots"], manifests) for p in lock_mod.mismatches(e, m)]
+    problems = [p for e, m in zip(lock.snapshots, manifests) for p in e.mismatches(m)]
     if problems:
         raise CannotReproduce("the stored versions do not match the lock:\n  " + "\n  ".join(problems))
     return manifests
@@ -81,8 +81,8 @@ def reproduce_run(
         raise CannotReproduce(f"run {run_id}: the logged model spec is no longer valid here: {exc}") from None
 
     manifests = locked_manifests(store, lock)
-    reason = lock.get("allow_failed_checks_reason") or override_reason
-    key = next((e["key"] for e in lock["snapshots"] if e.get("key")), None)
+    reason = lock.allow_failed_checks_reason or override_reason
+    key = next((list(e.key) for e in lock.snapshots if e.key), None)
     try:
         result = train(name, spec, manifests, store, key=key, override_reason=reason,
                        seeded=est_doc.get("seeded") or {})
@@ -105,13 +105,13 @@ def reproduce_run(
     return {
         "run_id": run_id,
         "model": name,
-        "model_partition": lock.get("model_partition"),
+        "model_partition": lock.model_partition,
         "identical": identical,
         "metrics": metrics,
         "predictions": {"recorded": rec_pred, "reproduced": result.predictions_sha256,
                         "identical": predictions_identical},
-        "snapshots": [{"asset": m["asset"], "partition": m["partition"], "version": m["version"],
-                       "rows": m["row_count"], "verified": True} for m in manifests],
+        "snapshots": [{"asset": m.asset, "partition": m.partition, "version": m.version,
+                       "rows": m.row_count, "verified": True} for m in manifests],
         "storage": str(store),
         "code_version": {"recorded": rec_code, "current": result.code_version,
                          "same": rec_code == result.code_version},

@@ -29,7 +29,7 @@ from snapshot_platform import __version__
 from snapshot_platform.catalog import ModelSpec
 from snapshot_platform.gate import assert_trainable
 from snapshot_platform.capture import library_versions as snapshot_library_versions
-from snapshot_platform.store import SnapshotStore
+from snapshot_platform.store import Manifest, SnapshotStore
 from snapshot_platform.training import split as split_mod
 from snapshot_platform.training.estimator import (
     Task,
@@ -65,7 +65,7 @@ class TrainingResult:
     spec: ModelSpec
     task: Task
     estimator: Any
-    manifests: list[dict[str, Any]]
+    manifests: list[Manifest]
     key: list[str]
     frame: pd.DataFrame  # every loaded row, sorted, with PARTITION_COLUMN; the columns trained on
     test_mask: np.ndarray
@@ -116,15 +116,15 @@ class TrainingResult:
         out: dict[str, dict[str, int]] = {}
         parts = self.frame[PARTITION_COLUMN].to_numpy()
         for m in self.manifests:
-            sel = parts == m["partition"]
-            out[m["partition"]] = {"train": int((sel & ~self.test_mask).sum()),
+            sel = parts == m.partition
+            out[m.partition] = {"train": int((sel & ~self.test_mask).sum()),
                                    "test": int((sel & self.test_mask).sum())}
         return out
 
 
-def key_of(manifests: list[dict[str, Any]], fallback: list[str] | None = None) -> list[str]:
+def key_of(manifests: list[Manifest], fallback: list[str] | None = None) -> list[str]:
     """The snapshot key recorded in the manifests (they must agree), else ``fallback``."""
-    keys = {tuple(m.get("key") or ()) for m in manifests} - {()}
+    keys = {tuple(m.key or ()) for m in manifests} - {()}
     if len(keys) > 1:
         raise TrainingError(f"the versions disagree on the snapshot key: {sorted(keys)}")
     if keys:
@@ -143,23 +143,23 @@ def _is_numeric(t: pa.DataType) -> bool:
 
 
 def load_frame(
-    store: SnapshotStore, manifests: list[dict[str, Any]], columns: list[str], spec: ModelSpec, task: Task
+    store: SnapshotStore, manifests: list[Manifest], columns: list[str], spec: ModelSpec, task: Task
 ) -> pd.DataFrame:
     """The needed columns of every version as one DataFrame with a ``_partition`` column, hash-verified."""
     frames = []
     for m in manifests:
-        names = [c["name"] for c in m["schema"]]
+        names = [c.name for c in m.schema]
         missing = [c for c in columns if c not in names]
         if missing:
             raise TrainingError(
-                f"{m['asset']}/{m['partition']} version {m['version']} has no column "
+                f"{m.where} has no column "
                 f"{', '.join(repr(c) for c in missing)} (columns: {', '.join(names)})"
             )
         batches = list(store.iter_batches(m, columns=columns))
         if batches:
             table = pa.Table.from_batches(batches)
         else:
-            table = store.read_table(m["asset"], m["partition"], m["version"], columns=columns)
+            table = store.read_table(m.asset, m.partition, m.version, columns=columns)
         for name in table.column_names:
             t = table.schema.field(name).type
             numeric_feature = name in spec.features and _is_numeric(t)
@@ -167,7 +167,7 @@ def load_frame(
             if pa.types.is_decimal(t) or numeric_feature or numeric_target:
                 table = table.set_column(table.schema.get_field_index(name), name, _to_float(table[name]))
         df = table.to_pandas()
-        df[PARTITION_COLUMN] = m["partition"]
+        df[PARTITION_COLUMN] = m.partition
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
@@ -254,7 +254,7 @@ def _evaluate(
 def train(
     model: str,
     spec: ModelSpec,
-    manifests: list[dict[str, Any]],
+    manifests: list[Manifest],
     store: SnapshotStore,
     *,
     key: list[str] | None = None,
@@ -270,7 +270,7 @@ def train(
     for m in manifests:
         failed = assert_trainable(m, override_reason)
         if failed:
-            overridden[(m["asset"], m["partition"])] = failed
+            overridden[(m.asset, m.partition)] = failed
     key = key_of(manifests, key)
     by = list(spec.split.by or key)
     est = make_estimator(spec.estimator.class_path, dict(spec.estimator.params))

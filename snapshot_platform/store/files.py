@@ -1,0 +1,98 @@
+"""Paths and listings on any storage backend (local disk or an fsspec URL), and streaming hashes.
+
+Shared by the store's read, verify, publish and gc code. Plain library: no Dagster, no database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from pathlib import Path
+
+from upath import UPath
+
+STAGING = ".staging"  # <root>/.staging/<uuid>/: private, in-flight writes (store/gc.py reclaims them)
+# a local publisher's manifest, written beside the folder's files and linked into place (publish.py)
+MANIFEST_TMP_PREFIX = ".manifest-"
+_HASH_CHUNK = 8 * 1024 * 1024
+
+
+def is_local(p: UPath) -> bool:
+    return getattr(p, "protocol", "") in ("", "file", "local")
+
+
+def fs_path(p: UPath) -> str:
+    return p.path
+
+
+def safe_component(value: str, what: str) -> str:
+    if (
+        not value
+        or value in (".", "..")
+        or any(c in value for c in "/\\\x00\n\r")
+        or value.startswith(".")
+        or len(value) > 200
+    ):
+        raise ValueError(f"{what} {value!r} cannot be used as a storage path component")
+    return value
+
+
+def sha256_of(path: UPath) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(_HASH_CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def listdir(p: UPath) -> list[UPath]:
+    """The sub-folders of ``p``; none when ``p`` does not exist."""
+    if is_local(p):
+        try:
+            return [c for c in p.iterdir() if c.is_dir()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    fs, path = p.fs, fs_path(p)
+    # fsspec object stores cache listings for the life of the process (s3fs: with no expiry), so a
+    # long-lived process would never see versions published by others: list afresh every time.
+    fs.invalidate_cache(path)
+    try:
+        entries = fs.ls(path, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    names = {posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory"}
+    return [p / name for name in sorted(names) if name]
+
+
+def file_names(p: UPath) -> list[str]:
+    """Names of every entry (files and folders) directly in ``p``."""
+    if is_local(p):
+        try:
+            return sorted(c.name for c in p.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    fs, path = p.fs, fs_path(p)
+    fs.invalidate_cache(path)
+    try:
+        entries = fs.ls(path, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    names = {posixpath.basename(str(e).rstrip("/")) for e in entries}
+    return sorted(n for n in names if n)
+
+
+def fsync_dir(p: Path) -> None:
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
