@@ -41,7 +41,7 @@ bench: install
 
 ui: install
 	home="$${DAGSTER_HOME:-$${SNAPSHOT_PLATFORM_HOME:-$$HOME/.snapshot_platform}/dagster_home}"; mkdir -p "$$home"; \
-	DAGSTER_HOME="$$home" $(BIN)/dagster dev -w workspace.yaml
+	DAGSTER_HOME="$$home" VIRTUAL_ENV="$(CURDIR)/$(VENV)" PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dg dev
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info
