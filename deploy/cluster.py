@@ -242,6 +242,7 @@ def _up(cluster: Cluster, workers: int, worker_concurrency: int, pg_host: str, p
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "MLFLOW_", "SNAPSHOT_PLATFORM_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra_env)
     if s3_endpoint is None:  # moto's S3 for the trial
         port = free_port()
         s3_endpoint = f"http://127.0.0.1:{port}"
@@ -266,7 +267,6 @@ def _up(cluster: Cluster, workers: int, worker_concurrency: int, pg_host: str, p
         if not demo_db.exists():
             source_db.create(demo_db)
         env["SNAPSHOT_PLATFORM_DEMO_DB"] = str(demo_db)  # absolute: every worker reads the same file
-    env.update(extra_env)
     env.update({
         "DAGSTER_PG_HOST": pg_host, "DAGSTER_PG_PORT": str(pg_port), "DAGSTER_PG_DB": dagster_db,
         "DAGSTER_PG_USER": pg_user, "DAGSTER_PG_PASSWORD": pg_password,
