@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench ui clean bigquery-emulator
+.PHONY: install demo test test-unit bench ui clean bigquery-emulator
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,12 +36,29 @@ demo: install
 test: install bigquery-emulator
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The unit tests only (snapshot_platform_tests/unit/): no server, no emulator, under a minute.
+test-unit: install
+	$(BIN)/python -m pytest snapshot_platform_tests/unit $(PYTEST_ARGS)
+
 bench: install
 	$(BIN)/python benchmarks/snapshot_throughput.py
 
 ui: install
 	home="$${DAGSTER_HOME:-$${SNAPSHOT_PLATFORM_HOME:-$$HOME/.snapshot_platform}/dagster_home}"; mkdir -p "$$home"; \
 	DAGSTER_HOME="$$home" VIRTUAL_ENV="$(CURDIR)/$(VENV)" PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dg dev
+
+# The distributed topology on one machine (deploy/cluster.py, docs/deployment.md): moto (S3), MLflow
+# server, dagster-daemon, dagster-webserver, two Celery workers; PostgreSQL and RabbitMQ where they run
+# (started if absent). Serves $$SNAPSHOT_PLATFORM_CATALOG, else the demo catalog. State in .cluster/.
+CLUSTER_STATE ?= .cluster
+
+cluster: install
+	$(BIN)/python deploy/cluster.py up --state $(CLUSTER_STATE)
+
+# Stops exactly what `make cluster` started (recorded in $(CLUSTER_STATE)/state.json), nothing else.
+cluster-down:
+	@if test -x $(BIN)/python; then $(BIN)/python deploy/cluster.py down --state $(CLUSTER_STATE); \
+	else echo "no $(VENV): nothing was started"; fi
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info
