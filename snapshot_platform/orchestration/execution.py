@@ -43,8 +43,14 @@ def executor_from_environment() -> Any | None:
     kind = (os.environ.get(EXECUTOR_ENV) or "").strip().lower()
     if kind in ("", "default", "multiprocess"):
         return None
+    if kind == "k8s":  # each step a Kubernetes job (the Helm chart's K8sRunLauncher; deploy/helm/values.yaml)
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError as exc:
+            raise ValueError(f"{EXECUTOR_ENV}=k8s needs dagster-k8s==0.29.27 in the image: {exc}") from None
+        return k8s_job_executor
     if kind != "celery":
-        raise ValueError(f"{EXECUTOR_ENV}={kind!r}: expected 'celery' or unset (Dagster's multiprocess executor)")
+        raise ValueError(f"{EXECUTOR_ENV}={kind!r}: expected 'celery', 'k8s' or unset (Dagster's multiprocess executor)")
     if not os.environ.get(BROKER_ENV):
         raise ValueError(f"{EXECUTOR_ENV}=celery needs {BROKER_ENV} (the Celery broker URL)")
     from dagster_celery import celery_executor
