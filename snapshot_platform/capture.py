@@ -24,6 +24,7 @@ import pyarrow as pa
 from snapshot_platform import __version__
 from snapshot_platform.catalog import SnapshotSpec
 from snapshot_platform.checks import History, run_checks
+from snapshot_platform.drift import build_reference, trailing_manifests
 from snapshot_platform.sources import Source, SourceError, Window
 from snapshot_platform.store import CheckOutcome, PublishResult, SnapshotStore, schema_to_json, sha256_text
 
@@ -50,7 +51,8 @@ def library_versions(libraries: tuple[str, ...] = _LIBRARIES) -> dict[str, str]:
 
 
 def check_columns(spec: SnapshotSpec) -> list[str]:
-    cols = list(spec.key) + list(spec.not_null) + list(spec.checks.columns)
+    drift = list(spec.checks.drift.columns) if spec.checks.drift is not None else []
+    cols = list(spec.key) + list(spec.not_null) + list(spec.checks.columns) + drift
     return list(dict.fromkeys(cols))
 
 
@@ -104,6 +106,11 @@ def take_snapshot(
     """
     attempts = source.spec.max_attempts
     started = time.monotonic()
+    drift_reference = None
+    if spec.checks.drift is not None:  # read before the source's session opens: the trailing partitions' bins
+        drift_reference = build_reference(
+            store, trailing_manifests(store, name, partition_key, spec.checks.drift.trailing),
+            spec.checks.drift.columns)
     for attempt in range(1, attempts + 1):
         try:
             with source.read(spec.query, window, spec.key) as read:
@@ -120,6 +127,7 @@ def take_snapshot(
                     "library_versions": library_versions(),
                 }
                 history = partition_history(store, name, partition_key, spec.checks.volume.trailing)
+                history.drift = drift_reference
                 schema_json = schema_to_json(read.schema, read.source_types)
 
                 def checker(batches: Iterator[pa.RecordBatch]) -> dict[str, CheckOutcome]:

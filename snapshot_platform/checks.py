@@ -17,10 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from snapshot_platform.catalog import ColumnRules, SnapshotSpec
+from snapshot_platform.drift import DriftAccumulator, DriftReference
 from snapshot_platform.store.integrity import adjacent_duplicates
 from snapshot_platform.store.manifest import CheckOutcome, SchemaColumn
 
 EXAMPLES = 5
+DRIFT_CHECK = "drift"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class History:
     previous_partition: str | None = None
     previous_schema: Sequence[SchemaColumn] | None = None
     trailing_row_counts: list[int] = field(default_factory=list)
+    drift: "DriftReference | None" = None  # the trailing partitions' bins, when the drift check is on
 
 
 def _slug(column: str) -> str:
@@ -62,6 +65,10 @@ def check_defs(spec: SnapshotSpec) -> list[CheckDef]:
         defs.insert(1, CheckDef("not_null", True, f"No NULLs in {', '.join(spec.not_null)}"))
     for col, rules in c.columns.items():
         defs.append(CheckDef(column_check_name(col), rules.blocking, f"Rules on column {col}: {rules.describe()}"))
+    if c.drift is not None:
+        defs.append(CheckDef(DRIFT_CHECK, c.drift.blocking,
+                             f"Distribution of {', '.join(c.drift.columns)} within PSI {c.drift.threshold:g} of the "
+                             f"trailing {c.drift.trailing} partitions"))
     return defs
 
 
@@ -180,8 +187,13 @@ def run_checks(
     """
     names = {c["name"] for c in schema_json}
     acc = _Accumulator(spec)
+    drift_spec = spec.checks.drift
+    drift = (DriftAccumulator(history.drift or DriftReference([], {}), drift_spec.columns)
+             if drift_spec is not None else None)
     for b in batches:
         acc.add(b)
+        if drift is not None:
+            drift.add(b)
     blocking = {d.name: d.blocking for d in check_defs(spec)}
     out: dict[str, CheckOutcome] = {}
     missing_key = [k for k in spec.key if k not in names]
@@ -236,4 +248,7 @@ def run_checks(
             "rows_above_max": st["above"], "null_fraction": round(null_fraction, 6),
             "examples": st["examples"][:EXAMPLES],
         })
+    if drift is not None:
+        passed, details = drift.outcome(drift_spec.threshold)
+        out[DRIFT_CHECK] = _result(passed, blocking[DRIFT_CHECK], details)
     return out

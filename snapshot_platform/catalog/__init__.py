@@ -20,6 +20,7 @@ from snapshot_platform.catalog.specs import (
     NAME_PATTERN,
     ChecksSpec,
     ColumnRules,
+    DriftCheckSpec,
     EstimatorSpec,
     ModelSpec,
     PartitionsSpec,
@@ -32,6 +33,6 @@ from snapshot_platform.sources import SourceSpec
 
 __all__ = [
     "CATALOG_ENV", "DEMO_CATALOG", "NAME_PATTERN", "Catalog", "CatalogError", "ChecksSpec", "ColumnRules",
-    "EstimatorSpec", "ModelSpec", "PartitionsSpec", "SnapshotSpec", "SourceSpec", "SplitSpec", "VolumeCheckSpec",
+    "DriftCheckSpec", "EstimatorSpec", "ModelSpec", "PartitionsSpec", "SnapshotSpec", "SourceSpec", "SplitSpec", "VolumeCheckSpec",
     "catalog_path", "load_catalog", "load_yaml", "parse_catalog", "query_parameter_problem",
 ]

@@ -87,11 +87,33 @@ class VolumeCheckSpec(_Strict):
     blocking: bool = False
 
 
+class DriftCheckSpec(_Strict):
+    """Each listed column's distribution against the trailing partitions' latest versions (drift.py):
+    the population stability index, numeric columns in the trailing data's decile bins, categorical
+    ones by category shares; a column whose figure exceeds ``threshold`` fails the check."""
+
+    columns: list[str] = Field(min_length=1)
+    trailing: int = Field(default=7, ge=1, le=366)
+    threshold: float = Field(default=0.2, gt=0)
+    blocking: bool = False
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, cols: list[str]) -> list[str]:
+        for c in cols:
+            if not c or len(c) > 128 or any(ch in c for ch in "\x00\n\r"):
+                raise ValueError(f"column name {c!r} is not usable")
+        if len(set(cols)) != len(cols):
+            raise ValueError("lists a column twice")
+        return cols
+
+
 class ChecksSpec(_Strict):
     min_rows: int = Field(default=1, ge=0)
     schema_change: Literal["warn", "block"] = "warn"
     volume: VolumeCheckSpec = VolumeCheckSpec()
     columns: dict[str, ColumnRules] = {}
+    drift: DriftCheckSpec | None = None
 
 
 def query_parameter_problem(q: str, backslash_escapes: bool) -> str | None:
@@ -215,6 +237,24 @@ class SplitSpec(_Strict):
         return cols
 
 
+_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1", "r2", "mae", "rmse")
+_CLASSIFIER_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1")
+
+
+class PromoteSpec(_Strict):
+    """Promote after training, through the same gate as ``snapshot-platform promote`` (training/promote.py)."""
+
+    alias: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
+    metric: Literal[_METRICS] | None = Field(default=None, description="default: the model's primary_metric")
+
+    @field_validator("alias")
+    @classmethod
+    def _not_reserved(cls, alias: str) -> str:
+        if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+            raise ValueError(f"{alias!r} is reserved by MLflow (latest, v<number>)")
+        return alias
+
+
 class ModelSpec(_Strict):
     """A training asset ``models/<name>``: an estimator fitted on pinned versions of one snapshot."""
 
@@ -228,6 +268,9 @@ class ModelSpec(_Strict):
     split: SplitSpec = SplitSpec()
     tags: dict[str, str] = {}
     owners: list[str] = []
+    primary_metric: Literal[_METRICS] | None = Field(
+        default=None, description="what promotion compares (default: roc_auc for classifiers, r2 for regressors)")
+    promote: PromoteSpec | None = None
 
     @field_validator("features")
     @classmethod
@@ -248,8 +291,20 @@ class ModelSpec(_Strict):
             raise ValueError(f"target {self.target!r} is also listed in features")
         if self.split.by and self.target in self.split.by:
             raise ValueError(f"split.by must not contain the target {self.target!r}")
+        from snapshot_platform.training.estimator import make_estimator, task_of
+
+        for where, m in (("primary_metric", self.primary_metric), ("promote.metric", self.promote and self.promote.metric)):
+            if m is None:
+                continue
+            task = task_of(make_estimator(self.estimator.class_path, dict(self.estimator.params)))
+            if (m in _CLASSIFIER_METRICS) != (task == "classification"):
+                raise ValueError(f"{where} {m!r} is not a {task} metric")
         return self
 
     def spec_json(self) -> dict[str, Any]:
         """The entry as the catalog writes it (``estimator.class``), for logging with a run."""
-        return self.model_dump(mode="json", by_alias=True)
+        d = self.model_dump(mode="json", by_alias=True)
+        for k in ("primary_metric", "promote"):  # absent unless set: they change nothing a run computes
+            if d.get(k) is None:
+                d.pop(k, None)
+        return d

@@ -167,12 +167,25 @@ def build_model_asset(catalog: Catalog, name: str, spec: ModelSpec) -> AssetsDef
             f"MLflow run {logged.run_id}: {', '.join(f'{k} {v:.4f}' for k, v in result.metrics.items())}; "
             f"registered {name} version {logged.registered_model_version}"
         )
+        promotion = None
+        if spec.promote is not None:  # through the same gate as `snapshot-platform promote`
+            from snapshot_platform.training.promote import CannotPromote, promote_run
+
+            try:
+                report = promote_run(logged.run_id, spec.promote.alias, tracking, store,
+                                     metric=spec.promote.metric, primary_metric=spec.primary_metric)
+                promotion = report.message
+            except CannotPromote as exc:
+                promotion = f"not promoted: {exc}"
+            (context.log.info if promotion and not promotion.startswith(("refused", "not promoted"))
+             else context.log.warning)(promotion)
         versions = {m.partition: m.version for m in manifests}
         data_version = hashlib.sha256(
             (result.code_version + "".join(f"{p}={v};" for p, v in versions.items())).encode()
         ).hexdigest()[:20]
         return MaterializeResult(
-            metadata=training_metadata(name, result, logged, versions, how),
+            metadata={**training_metadata(name, result, logged, versions, how),
+                      **({"mlflow/promotion": promotion} if promotion else {})},
             data_version=DataVersion(data_version),
         )
 

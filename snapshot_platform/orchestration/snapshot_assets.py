@@ -17,7 +17,8 @@ from dagster import (
 
 from snapshot_platform.capture import SnapshotOutcome, code_version, take_snapshot
 from snapshot_platform.catalog import Catalog, SnapshotSpec
-from snapshot_platform.checks import check_defs
+from snapshot_platform.checks import DRIFT_CHECK, check_defs
+from snapshot_platform.drift import figures as drift_figures
 from snapshot_platform.orchestration.io_manager import IO_MANAGER_KEY
 from snapshot_platform.orchestration.metadata import SNAPSHOT_PREFIX, check_metadata, snapshot_key, snapshot_metadata
 from snapshot_platform.orchestration.partitions import partitions_def
@@ -46,7 +47,10 @@ def check_results(name: str, outcome: SnapshotOutcome) -> list[AssetCheckResult]
             check_name=check_name,
             passed=bool(c.passed),
             severity=AssetCheckSeverity.ERROR if c.severity == "ERROR" else AssetCheckSeverity.WARN,
-            metadata=check_metadata(outcome.result.version, details),
+            metadata={**check_metadata(outcome.result.version, details),
+                      # the drift check's per-column figures as floats: the UI plots them over partitions
+                      **({f"drift/{col}": MetadataValue.float(v) for col, v in drift_figures(details).items()}
+                         if check_name == DRIFT_CHECK else {})},
         ))
     return results
 

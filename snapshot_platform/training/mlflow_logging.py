@@ -202,6 +202,11 @@ class MlflowTracking:
                     for k, v in ((TAG_DATA, data_summary[:5000]), (TAG_CODE_VERSION, result.code_version),
                                  ("mlflow_run_id", run_id), *(((k, v) for k, v in (extra_tags or {}).items()))):
                         client.set_model_version_tag(result.model, str(version), k, v)
+                    from snapshot_platform.training.promote import describe_version
+
+                    # the version's description and tags: the lock's summary and the Dagster run
+                    describe_version(client, result.model, str(version), lock,
+                                     (extra_tags or {}).get(TAG_DAGSTER_RUN))
                 artifact_uri = run.info.artifact_uri
         return LoggedRun(
             run_id=run_id,

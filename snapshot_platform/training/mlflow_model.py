@@ -11,6 +11,7 @@ from typing import Any
 from snapshot_platform.training.train import TrainingResult
 
 _TRUSTED_MODULES = {"sklearn", "numpy", "scipy"}
+TRUSTED_MODULES = frozenset(_TRUSTED_MODULES)  # the modules whose types a skops load trusts
 
 
 def model_format(est: Any) -> tuple[str, list[str] | None, str | None]:
