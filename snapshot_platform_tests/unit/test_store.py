@@ -31,6 +31,17 @@ from snapshot_platform.store import (
     WriterSettings,
     sha256_text,
 )
+from snapshot_platform_tests.store_writes import (
+    _SLOW_WRITER,
+    ASSET,
+    PARTITION,
+    QUERY,
+    SCHEMA,
+    batches_of,
+    make_table,
+    manifest_fields,
+    publish,
+)
 from snapshot_platform.store.manifest import (
     FORMAT_VERSION,
     REQUIRED_FIELDS,
@@ -39,48 +50,9 @@ from snapshot_platform.store.manifest import (
     Manifest,
 )
 
-ASSET = "customer_data"
-PARTITION = "2024-01-01"
-QUERY = "SELECT * FROM customers WHERE d >= :partition_start AND d < :partition_end"
-SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("score", pa.float64())])
 SMALL = WriterSettings(row_group_rows=1000, part_rows=3000)
 
 STORE_OWNED = ("format_version", "asset", "partition", "version", "created_at", "row_count", "files", "schema")
-
-
-def manifest_fields(**override: Any) -> dict[str, Any]:
-    """The manifest fields only the caller knows, shaped like capture.take_snapshot's."""
-    fields = {
-        "window": {"start": "2024-01-01T00:00:00+00:00", "end": "2024-01-02T00:00:00+00:00"},
-        "query": QUERY,
-        "query_sha256": sha256_text(QUERY),
-        "params": {"partition_start": "2024-01-01T00:00:00+00:00", "partition_end": "2024-01-02T00:00:00+00:00"},
-        "key": ["id"],
-        "source": {"name": "test_db", "kind": "sqlite", "host": None, "database": "test.sqlite"},
-        "source_state": {"engine": "sqlite", "data_version": 1},
-        "dagster_run_id": None,
-        "code_version": "0123456789ab",
-        "library_versions": {"python": "3", "pyarrow": pa.__version__},
-    }
-    fields.update(override)
-    return fields
-
-
-def make_table(n: int, start: int = 0, salt: str = "") -> pa.Table:
-    ids = list(range(start, start + n))
-    return pa.table(
-        {"id": ids, "name": [f"customer-{i}{salt}" for i in ids], "score": [i * 0.5 for i in ids]},
-        schema=SCHEMA,
-    )
-
-
-def batches_of(table: pa.Table, size: int) -> list[pa.RecordBatch]:
-    return table.to_batches(max_chunksize=size)
-
-
-def publish(store: SnapshotStore, table: pa.Table, batch_rows: int = 1000, asset: str = ASSET,
-            partition: str = PARTITION, **fields: Any):
-    return store.publish(asset, partition, table.schema, batches_of(table, batch_rows), manifest_fields(**fields))
 
 
 def tree(root: Path) -> dict[str, tuple[int, int]]:
@@ -580,31 +552,6 @@ def test_two_concurrent_processes_publishing_the_same_content(tmp_path, root):
 
 # ------------------------------------------------------------------ killed writers
 
-_SLOW_WRITER = textwrap.dedent(
-    """
-    import json, sys, time
-    import pyarrow as pa
-    from snapshot_platform.store import SnapshotStore, WriterSettings
-
-    root = sys.argv[1]
-    fields = json.loads(sys.argv[2])
-    schema = pa.schema([("id", pa.int64()), ("payload", pa.string())])
-
-    def stream():
-        for i in range(100_000):
-            ids = pa.array(range(i * 500, (i + 1) * 500), pa.int64())
-            yield pa.record_batch([ids, pa.array([f"row-{j}-" + "x" * 40 for j in range(500)])], schema=schema)
-            if i == 20:
-                print("streaming", flush=True)
-            time.sleep(0.005)
-
-    store = SnapshotStore(root, settings=WriterSettings(row_group_rows=1000, part_rows=4000))
-    store.publish("customer_data", "2024-01-01", schema, stream(), fields)
-    print("published", flush=True)
-    """
-)
-
-
 def test_writer_killed_mid_stream_leaves_nothing_a_reader_can_see(root):
     proc = subprocess.Popen(
         [sys.executable, "-c", _SLOW_WRITER, str(root), json.dumps(manifest_fields())],
@@ -676,40 +623,6 @@ def test_killed_between_move_and_manifest_with_damaged_data_is_replaced(root):
 
 
 # ------------------------------------------------------------------ processes that read exit cleanly
-
-_READER = textwrap.dedent(
-    """
-    import sys
-    from snapshot_platform.store import SnapshotStore
-    assert SnapshotStore(sys.argv[1]).read_table("customer_data", "2024-01-01").num_rows == 2000
-    """
-)
-
-
-def test_processes_that_read_snapshots_exit_cleanly(store, root):
-    """``read_table`` must not leave Arrow I/O threads holding Python objects at interpreter exit.
-
-    ``pq.read_table(io.BytesIO(...))`` goes through the dataset API, whose I/O threads can drop the
-    last reference to the Python file after ``read_table`` returned; at shutdown that thread cannot
-    take the GIL and the process aborts with "terminate called without an active exception"
-    (SIGABRT, exit status 134). Seen in ``snapshot-platform demo`` about one run in three; here a
-    reader process crashes in one run of three to one of twenty, depending on the load, so 16 runs
-    usually show it (a pass does not prove the bug absent); with the fix none ever crashes.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    publish(store, make_table(2000))
-
-    def run_reader(_: int) -> tuple[int, str]:
-        proc = subprocess.run([sys.executable, "-c", _READER, str(root)], capture_output=True, text=True,
-                              timeout=120)
-        return proc.returncode, proc.stderr.strip()[-200:]
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(run_reader, range(16)))
-    failed = [r for r in results if r[0] != 0]
-    assert failed == [], f"{len(failed)} of {len(results)} reader processes crashed at exit: {failed[:2]}"
-
 
 # ---------------------------------------------------------------- the typed manifest (store/manifest.py)
 

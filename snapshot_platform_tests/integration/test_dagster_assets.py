@@ -46,7 +46,7 @@ from snapshot_platform.orchestration.partitions import partitions_def
 from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.store import SnapshotStore, sha256_text
 
-MAIN = Path(__file__).resolve().parents[1]
+MAIN = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 NAME = "orders"
 KEY = AssetKey(["snapshots", NAME])

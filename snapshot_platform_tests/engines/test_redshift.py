@@ -17,37 +17,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
-import psycopg
 import pyarrow as pa
 import pytest
 
-from snapshot_platform.catalog import Catalog, parse_catalog
 from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import Window, make_source
 from snapshot_platform.sources import redshift as rs
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.cli_runs import dagster_materialize, published_manifests
-from snapshot_platform_tests.conftest import reader_url
+from snapshot_platform_tests.redshift_catalog import DAY, make_catalog, sql
 
 UTC = dt.timezone.utc
-DAY = "2024-03-10"
 WINDOW = Window(dt.datetime(2024, 3, 10, tzinfo=UTC), dt.datetime(2024, 3, 11, tzinfo=UTC))
-
-
-def make_catalog(source: dict[str, Any], query: str, key: list[str] | None = None) -> Catalog:
-    if isinstance(source.get("url"), str):
-        source = {**source, "url": reader_url(source["url"])}
-    return parse_catalog({
-        "sources": {"rs": {"kind": "redshift", "sslmode": "disable", **source}},
-        "snapshots": {"snap": {"source": "rs", "query": query, "key": key or ["id"],
-                               "partitions": {"cadence": "daily", "start": "2024-01-01"}}},
-    })
-
-
-def sql(url: str, *statements: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        for s in statements:
-            conn.execute(s)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ PARTITION = "2024-01-01"
 ROWS = 300_000
 HELD_ID = 250_000  # the streaming query waits on the test's advisory lock at this row
 LOCK = 4711
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 _WINDOW = "ts >= :partition_start AND ts < :partition_end"
 _HOLD = f"(id <> {HELD_ID} OR pg_advisory_xact_lock_shared({LOCK})::text IS NOT NULL)"

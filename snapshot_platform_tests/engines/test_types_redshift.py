@@ -1,5 +1,5 @@
 """Type torture test of the Redshift source's code path (psycopg, text results), run against
-PostgreSQL 15 as test_sources_redshift.py is: every cell compared with the server's own text of it
+PostgreSQL 15 as test_redshift.py is: every cell compared with the server's own text of it
 (the renderers of test_types_postgres.py, independent of the source's parsing).
 
 Covered here: dates and timestamps BC and beyond year 9999 (Python's datetime holds neither),
@@ -20,8 +20,8 @@ import pytest
 from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
 from snapshot_platform.store import SnapshotStore
-from snapshot_platform_tests.test_sources_redshift import DAY, make_catalog, sql
-from snapshot_platform_tests.test_types_postgres import mismatches, server_text
+from snapshot_platform_tests.redshift_catalog import DAY, make_catalog, sql
+from snapshot_platform_tests.pg_text import mismatches, server_text
 
 COLUMNS = {
     "d": ("date", ["'2024-03-10'", "'4714-11-24 BC'", "'5874897-12-31'", "'0001-01-01'"]),

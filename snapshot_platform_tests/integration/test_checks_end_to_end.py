@@ -1,6 +1,6 @@
 """Integrity checks: each failure built in PostgreSQL, asserted in the manifest and in Dagster.
 
-Unit tests of the streaming logic (duplicates across batch boundaries, rules) run on Arrow batches.
+The checks' logic on Arrow batches built in memory, without a server: unit/test_checks.py.
 """
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ import json
 from pathlib import Path
 
 import psycopg
-import pyarrow as pa
 import pytest
 from dagster import AssetIn, AssetKey, DagsterInstance, TimeWindowPartitionMapping, asset, materialize
 
-from snapshot_platform.catalog import CatalogError, parse_catalog
-from snapshot_platform.checks import History, check_defs, run_checks
+from snapshot_platform.catalog import parse_catalog
 from snapshot_platform.orchestration.definitions import build_assets, build_definitions, build_resources
 from snapshot_platform.gate import UntrainableSnapshot, assert_trainable
 from snapshot_platform.orchestration.partitions import partitions_def
-from snapshot_platform.store import SnapshotStore, schema_to_json
+from snapshot_platform.store import SnapshotStore
 from snapshot_platform_tests.conftest import reader_url
 
 DAYS = ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"]
@@ -244,63 +242,6 @@ def test_cli_show_and_verify_report_checks(orders_db, platform_env):
     strict = subprocess.run([*cli, "verify", "--fail-on-checks"], capture_output=True, text=True)
     assert strict.returncode == 1
     assert "blocking checks failed (not trainable): not_null" in strict.stdout
-
-
-def test_freshness_policy_follows_cadence(platform_env):
-    defs = build_definitions()
-    graph = defs.resolve_asset_graph()
-    policy = graph.get(AssetKey(["snapshots", "customer_data"])).freshness_policy
-    assert policy is not None
-    assert policy.fail_window.to_timedelta() == dt.timedelta(days=2)
-    assert policy.warn_window.to_timedelta() == dt.timedelta(hours=30)
-
-
-# ------------------------------------------------------------------ streaming logic, no database
-
-
-def _spec(**checks):
-    cat = parse_catalog({
-        "sources": {"s": {"kind": "sqlite", "path": "x.sqlite"}},
-        "snapshots": {"t": {"source": "s", "query": "SELECT :partition_start, :partition_end",
-                            "partitions": {"cadence": "daily", "start": "2024-01-01"},
-                            "key": ["a", "b"], "not_null": ["a"], "checks": checks}},
-    })
-    return cat.snapshots["t"]
-
-
-def test_duplicates_found_across_batch_boundaries_and_with_composite_keys():
-    spec = _spec()
-    b1 = pa.record_batch({"a": [1, 1, 2], "b": ["x", "y", "y"]})
-    b2 = pa.record_batch({"a": [2, 3], "b": ["y", "z"]})  # (2, y) continues across the boundary
-    b3 = pa.record_batch({"a": [3, None, None], "b": ["z", "q", "q"]})  # NULL keys are not equal
-    out = run_checks(spec, schema_to_json(b1.schema), [b1, b2, b3], History())
-    assert out["key_unique"].passed is False
-    assert out["key_unique"].details["duplicate_rows"] == 2
-    assert out["key_unique"].details["examples"] == [[2, "y"], [3, "z"]]
-    assert out["not_null"].details["null_rows"] == {"a": 2}
-
-
-def test_rules_on_a_missing_or_non_numeric_column_fail_with_a_reason():
-    spec = _spec(columns={"b": {"min": 0}, "zz": {"accepted_values": [1]}})
-    b = pa.record_batch({"a": [1], "b": ["x"]})
-    out = run_checks(spec, schema_to_json(b.schema), [b], History())
-    assert out["column_rules_b"].passed is False
-    assert "numeric" in out["column_rules_b"].details["problem"]
-    assert out["column_rules_zz"].details["problem"] == "column not in the snapshot"
-
-
-def test_check_definitions_follow_the_catalog():
-    names = {d.name: d.blocking for d in check_defs(_spec(schema_change="block", volume={"blocking": True},
-                                                          columns={"b": {"max_null_fraction": 0.1}}))}
-    assert names == {"key_unique": True, "not_null": True, "min_rows": True, "schema_unchanged": True,
-                     "volume": True, "column_rules_b": False}
-
-
-def test_bad_check_config_is_a_catalog_error():
-    with pytest.raises(CatalogError, match=r"snapshots\.t: field 'checks\.columns\.b'"):
-        _spec(columns={"b": {}})
-    with pytest.raises(CatalogError, match=r"field 'checks\.schema_change'"):
-        _spec(schema_change="sometimes")
 
 
 # ------------------------------------------------------------------ the gate, end to end: data → Dagster → MLflow

@@ -432,7 +432,7 @@ def test_gc_removes_what_a_killed_writer_left_and_never_a_published_version(tmp_
     import signal
     import time
 
-    from snapshot_platform_tests.test_store import _SLOW_WRITER, manifest_fields
+    from snapshot_platform_tests.store_writes import _SLOW_WRITER, manifest_fields
 
     p = populated.platform.copy(tmp_path / "gc")
     staging = p.storage / ".staging"
