@@ -338,3 +338,19 @@ def reader_url(url: str, password: str | None = None) -> str:
 
 
 mysql_reader_url = reader_url
+
+
+# The level of a test follows its folder: unit/ (no server), engines/ (one engine against its server
+# or emulator), integration/ (Dagster, the CLI, MLflow, object storage, end to end). `-m unit` etc.
+LEVEL_MARKERS = {"unit": "unit", "engines": "engine", "integration": "integration"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            folder = item.path.resolve().relative_to(here).parts[0]
+        except ValueError:
+            continue
+        if folder in LEVEL_MARKERS:
+            item.add_marker(LEVEL_MARKERS[folder])
