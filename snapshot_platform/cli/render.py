@@ -17,6 +17,20 @@ def emit(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 version``, ``2 versions``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def duration(td: Any) -> str:
+    """A timedelta as the ``--older-than`` form it came from: ``24h``, ``90m``, ``7d``, ``30s``."""
+    seconds = td.total_seconds()
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -67,7 +81,8 @@ def manifest(m: Manifest) -> None:
     click.echo(f"  window      [{m.window['start']}, {m.window['end']})")
     click.echo(f"  rows        {m.row_count}")
     src = m.source
-    click.echo(f"  source      {src.get('name')} ({src.get('kind')}, host {src.get('host')}, database {src.get('database')})")
+    where = ", ".join(f"{k} {src[k]}" for k in ("host", "database") if src.get(k) is not None)
+    click.echo(f"  source      {src.get('name')} ({', '.join(filter(None, [src.get('kind'), where]))})")
     click.echo(f"  state       {json.dumps(m.source_state, default=str)}")
     click.echo(f"  code        {m.code_version}  query sha256 {m.query_sha256[:16]}")
     click.echo("  schema")
@@ -99,7 +114,7 @@ def verify_results(results: list[dict[str, Any]], failed: int) -> None:
             click.echo(f"       blocking checks failed (not trainable): {', '.join(r['failed_blocking_checks'])}")
         if r["check_warnings"]:
             click.echo(f"       check warnings: {', '.join(r['check_warnings'])}")
-    click.echo(f"{len(results)} versions checked, {failed} failed")
+    click.echo(f"{plural(len(results), 'version')} checked, {failed} failed")
 
 
 def gc_report(found: list[Any], dry_run: bool, older_than: Any) -> None:
@@ -116,8 +131,8 @@ def gc_report(found: list[Any], dry_run: bool, older_than: Any) -> None:
             action = "kept (no manifest: invisible; the next publish of this content completes it)"
         click.echo(f"{action:<12} {f.kind:<18} {age:>8} {f.files:>4} files {f.bytes:>14,} B  {f.uri}")
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{len(found)} leftovers; {verb} {len(stale)} staging folders "
-               f"({sum(f.bytes for f in stale):,} bytes) idle for more than {older_than}")
+    click.echo(f"{plural(len(found), 'leftover')}; {verb} {plural(len(stale), 'staging folder')} "
+               f"({sum(f.bytes for f in stale):,} bytes) idle for more than {duration(older_than)}")
 
 
 def pool_limits(limits: dict[str, int], changed: dict[str, int], applied: bool) -> None:

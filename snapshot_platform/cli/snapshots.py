@@ -14,10 +14,14 @@ from snapshot_platform.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
+    NoData,
+    UsageProblem,
     catalog_of,
     check_name,
     fail,
+    require_snapshot,
     store_of,
+    unknown_snapshot,
 )
 from snapshot_platform.gate import blocking_failures
 from snapshot_platform.secrets import SecretMissingError
@@ -60,8 +64,8 @@ def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool, allow
         from snapshot_platform.sources import make_source
 
         catalog = catalog_of(ctx)
-        if name not in catalog.snapshots:
-            raise click.ClickException(f"{name!r} is not a snapshot in {catalog.path}")
+        if name not in catalog.snapshots:  # exit 2, naming the catalog's snapshots
+            raise unknown_snapshot(name, sorted(catalog.snapshots), catalog, None)
         spec = catalog.snapshots[name]
         try:
             window = window_for(spec.partitions, partition, allow_open=allow_open_window)
@@ -102,7 +106,8 @@ def _exit_if_untrainable(name: str, partition: str, version: str, checks: Mappin
 def list_(ctx: click.Context, name: str | None, as_json: bool) -> None:
     """List snapshots, or the partitions and versions of snapshot NAME."""
     store = store_of(ctx)
-    check_name(store, name)
+    if name is not None:
+        require_snapshot(ctx, store, name)  # exit 2 for an unknown name, listing the known ones
     unreadable: list[str] = []  # manifests that cannot be believed: named on stderr, exit 1
     rows: list[dict[str, Any]] = []
     if name is None:
@@ -141,10 +146,14 @@ def list_(ctx: click.Context, name: str | None, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, name: str, partition: str, version: str | None, as_json: bool) -> None:
     """Show the manifest of one snapshot version."""
+    store = store_of(ctx)
+    require_snapshot(ctx, store, name, partition)  # exit 2: unknown snapshot, malformed partition key
     try:
-        m = store_of(ctx).read_manifest(name, partition, version)
-    except (SnapshotNotFound, ManifestError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        m = store.read_manifest(name, partition, version)
+    except (SnapshotNotFound, ManifestError) as exc:  # exit 1: the data says no
+        raise NoData(str(exc)) from None
+    except ValueError as exc:  # a --version that cannot be a path component
+        raise UsageProblem(str(exc)) from None
     if as_json:
         render.emit(m.as_dict())
     else:
@@ -165,7 +174,8 @@ def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: 
     (key_unique, not_null, min_rows are re-derived). Also reports each version's recorded check
     outcomes."""
     store = store_of(ctx)
-    check_name(store, name)
+    if name is not None:
+        require_snapshot(ctx, store, name)  # exit 2 for an unknown name, listing the known ones
     assets = [name] if name else store.assets()
     results = []
     for asset in assets:
@@ -251,14 +261,22 @@ def diff_(ctx: click.Context, name: str, partition: str, version_from: str, vers
 
     store = store_of(ctx)
     try:
+        require_snapshot(ctx, store, name, partition)
+    except UsageProblem as exc:  # exit 2: unknown snapshot, malformed partition key
+        fail(as_json, exc.message, asset=name, partition=partition)
+        return
+    try:
         a = store.read_manifest(name, partition, version_from)
         b = store.read_manifest(name, partition, version_to)
         d = diff_versions(store, a, b, batch_rows=batch_rows)
-    except (SnapshotNotFound, ManifestError, DiffError, ValueError) as exc:
+    except (SnapshotNotFound, ManifestError) as exc:  # exit 1, as in show: the data says no
+        fail(as_json, str(exc), error_class=NoData, asset=name, partition=partition)
+        return
+    except (DiffError, ValueError) as exc:
         fail(as_json, str(exc), asset=name, partition=partition)
         return
-    except IntegrityError as exc:
-        fail(as_json, f"corrupt snapshot: {exc}", asset=name, partition=partition)
+    except IntegrityError as exc:  # exit 1: an integrity failure
+        fail(as_json, f"corrupt snapshot: {exc}", error_class=NoData, asset=name, partition=partition)
         return
     if as_json:
         render.emit(d)
