@@ -270,9 +270,9 @@ def test_list_of_empty_storage(tmp_path):
     proc = p.run("list")
     assert proc.returncode == 0 and "no snapshots" in proc.stdout
     assert p.json("list") == []
+    # neither a catalog nor the storage knows NAME: a usage error (exit 2), not an empty listing
     proc = p.run("list", NAME)
-    assert proc.returncode == 0 and f"no published versions of {NAME}" in proc.stdout
-    assert p.json("list", NAME) == []
+    assert proc.returncode == 2 and f"unknown snapshot {NAME!r}" in proc.stderr
 
 
 def test_list_with_a_hostile_name_fails_cleanly(platform):
@@ -396,10 +396,10 @@ def test_verify_missing_part_exits_1(tmp_path, populated):
     assert any("missing" in pr and "part-00000.parquet" in pr for pr in failed["problems"])
 
 
-def test_verify_unknown_name_exits_1(platform):
+def test_verify_unknown_name_exits_2(platform):
     proc = platform.run("verify", "no_such_snapshot")
-    assert proc.returncode == 1
-    assert "no published versions of no_such_snapshot" in proc.stderr
+    assert proc.returncode == 2
+    assert "unknown snapshot 'no_such_snapshot'" in proc.stderr and NAME in proc.stderr
 
 
 def test_verify_hostile_name_fails_cleanly(platform):

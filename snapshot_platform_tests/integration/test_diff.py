@@ -161,21 +161,21 @@ def test_diff_cli(store: SnapshotStore, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "added 0, removed 0, changed 3" in res.stdout and "amount 3" in res.stdout
     res = runner.invoke(main, [*args[:-1], "0123456789abcdef0123", "--json"])
-    assert res.exit_code == 2 and "no published version" in json.loads(res.stdout)["error"]
+    assert res.exit_code == 1 and "no published version" in json.loads(res.stdout)["error"]
     # a flipped byte is caught while streaming
     part = Path(str(store.version_dir("customers", "2024-01-01", b.version))) / b.files[-1].path
     raw = bytearray(part.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     part.write_bytes(bytes(raw))
     res = runner.invoke(main, [*args, "--to", b.version])
-    assert res.exit_code == 2 and "corrupt" in res.stderr
+    assert res.exit_code == 1 and "corrupt" in res.stderr
     res = runner.invoke(main, ["diff", "--help"])
     assert res.exit_code == 0 and "--json" in res.stdout
 
 
 def test_nothing_is_read_from_a_version_that_does_not_prove_itself(store: SnapshotStore, tmp_path: Path) -> None:
     """The diff takes a version's schema from its hash-verified footers, not from an unchecked file:
-    a first part whose footer was overwritten is reported as corruption (exit 2), not a traceback."""
+    a first part whose footer was overwritten is reported as corruption (exit 1), not a traceback."""
     from snapshot_platform.store import IntegrityError
 
     a = publish(store, pa.table(base(300)), ["id"], asset="customers", partition="2024-01-01")
@@ -190,5 +190,5 @@ def test_nothing_is_read_from_a_version_that_does_not_prove_itself(store: Snapsh
         diff_versions(store, a, b)
     res = CliRunner().invoke(main, ["--storage", str(tmp_path / "storage"), "diff", "customers", "2024-01-01",
                                     "--from", a.version, "--to", b.version, "--json"])
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 1, res.output
     assert "corrupt snapshot" in json.loads(res.stdout)["error"] and "sha256" in res.stdout
