@@ -133,7 +133,7 @@ def build_snapshot_asset(
         if failed:
             context.log.warning(f"{name}/{context.partition_key} version {m.version}: checks failed: {', '.join(failed)}")
         return MaterializeResult(
-            metadata=snapshot_metadata(outcome),
+            metadata=snapshot_metadata(outcome, snapshot_store.get_store()),
             data_version=DataVersion(m.version),
             check_results=check_results(name, outcome),
         )

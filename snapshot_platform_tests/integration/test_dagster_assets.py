@@ -163,7 +163,13 @@ def test_materialize_records_the_metadata_contract(
     assert md["snapshot/new_version"] is True
     assert mat.tags["dagster/data_version"] == version
     # hashes: the files recorded equal the manifest's, and the bytes on disk match them
-    assert md["snapshot/files"] == [f.as_dict() for f in manifest.files]
+    # files as a table (path, rows, bytes, sha256), the manifest as a path, created_at as a timestamp
+    assert [r.data for r in md["snapshot/files"].records] == [
+        {"path": f.path, "rows": f.rows, "bytes": f.bytes, "sha256": f.sha256} for f in manifest.files]
+    assert Path(md["snapshot/manifest"]).is_file() and md["snapshot/manifest"].endswith("/manifest.json")
+    assert md["snapshot/created_at"] == dt.datetime.fromisoformat(manifest.created_at).timestamp()
+    assert [(r.data["partition"], r.data["version"]) for r in md["snapshot/partitions"].records] == [
+        ("2024-01-02", version)]
     assert md["snapshot/query_sha256"] == sha256_text(QUERY) == manifest.query_sha256
     assert QUERY.strip() in md["snapshot/query"]
     assert md["snapshot/params"] == {
