@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from snapshot_platform.store.manifest import Manifest
 
 BIN = Path(sys.executable).parent
 
@@ -34,9 +35,9 @@ def dagster_materialize(
     )
 
 
-def published_manifests(storage: Path, name: str, partition: str) -> list[dict[str, Any]]:
+def published_manifests(storage: Path, name: str, partition: str) -> list[Manifest]:
     folder = storage / "snapshots" / name / partition
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/manifest.json"))]
+    return [Manifest.from_json(p.read_bytes(), str(p)) for p in sorted(folder.glob("*/manifest.json"))]
 
 
 def files_containing(root: Path, needle: str) -> list[str]:
