@@ -9,12 +9,15 @@ from typing import Any
 import click
 
 from snapshot_platform.gate import blocking_failures
+from snapshot_platform.report import Report
 from snapshot_platform.store import Manifest
+from snapshot_platform.store.diff_report import DataDiff
+from snapshot_platform.training.reports import CompareReport, PartitionDiff, ReproduceReport
 
 
 def emit(obj: Any) -> None:
-    """``--json`` output: indented, anything not JSON-native as its text."""
-    click.echo(json.dumps(obj, indent=2, default=str))
+    """``--json`` output: indented, anything not JSON-native as its text (a report writes its own)."""
+    click.echo(obj.to_json() if isinstance(obj, Report) else json.dumps(obj, indent=2, default=str))
 
 
 def plural(n: int, noun: str) -> str:
@@ -146,86 +149,86 @@ def pool_limits(limits: dict[str, int], changed: dict[str, int], applied: bool) 
 # ---------------------------------------------------------------- diffs
 
 
-def _shifts(d: dict[str, Any], indent: str) -> None:
+def _shifts(d: DataDiff, indent: str) -> None:
     shifts = []
-    for col, c in (d.get("columns") or {}).items():
-        s = c.get("shift") or {}
+    for col, c in d.columns.items():
+        s = c.shift
         if s.get("mean"):
-            shifts.append(f"{col} mean {fmt(c['a']['mean'])} → {fmt(c['b']['mean'])} ({s['mean']:+.4g})")
+            shifts.append(f"{col} mean {fmt(c.a['mean'])} → {fmt(c.b['mean'])} ({s['mean']:+.4g})")
         if s.get("null_fraction"):
             shifts.append(f"{col} nulls {s['null_fraction']:+.2%}")
     if shifts:
         click.echo(f"{indent}shifts: " + "; ".join(shifts))
 
 
-def diff(d: dict[str, Any], indent: str = "  ") -> None:
+def diff(d: DataDiff | PartitionDiff, indent: str = "  ") -> None:
     """One partition's data diff (``diff``, and each partition of ``compare``)."""
-    where = f"{d['asset']}/{d['partition']}"
-    va, vb = d.get("version_a") or "(absent)", d.get("version_b") or "(absent)"
-    if d.get("error"):
-        click.echo(f"{indent}{where}  {va} → {vb}  cannot diff: {d['error']}")
+    where = f"{d.asset}/{d.partition}"
+    va, vb = d.version_a or "(absent)", d.version_b or "(absent)"
+    if isinstance(d, PartitionDiff):
+        if d.diff is None:
+            click.echo(f"{indent}{where}  {va} → {vb}  cannot diff: {d.error}")
+            return
+        d = d.diff
+    if d.same_version:
+        click.echo(f"{indent}{where}  {va}  same version, {d.rows_a} rows")
         return
-    if d.get("same_version"):
-        click.echo(f"{indent}{where}  {va}  same version, {d['rows_a']} rows")
-        return
-    click.echo(f"{indent}{where}  {va} → {vb}  rows {d['rows_a']} → {d['rows_b']}: "
-               f"added {d['rows_added']}, removed {d['rows_removed']}, changed {d['rows_changed']}")
-    if d.get("changed_by_column"):
-        click.echo(f"{indent}    changed columns: " + ", ".join(f"{k} {n}" for k, n in d["changed_by_column"].items()))
-    for sc in d.get("schema_changes") or []:
-        click.echo(f"{indent}    schema: {sc['column']} {sc['change']} ({sc['type_a'] or '-'} → {sc['type_b'] or '-'})")
+    click.echo(f"{indent}{where}  {va} → {vb}  rows {d.rows_a} → {d.rows_b}: "
+               f"added {d.rows_added}, removed {d.rows_removed}, changed {d.rows_changed}")
+    if d.changed_by_column:
+        click.echo(f"{indent}    changed columns: "
+                   + ", ".join(f"{k} {n}" for k, n in d.changed_by_column.items()))
+    for sc in d.schema_changes:
+        click.echo(f"{indent}    schema: {sc.column} {sc.change} ({sc.type_a or '-'} → {sc.type_b or '-'})")
     _shifts(d, indent + "    ")
 
 
-def diff_method(d: dict[str, Any]) -> None:
-    if d.get("method") and not d.get("same_version"):
-        click.echo(f"    ({d['method']}, key {', '.join(d['key'])})")
+def diff_method(d: DataDiff) -> None:
+    if d.method and not d.same_version:
+        click.echo(f"    ({d.method}, key {', '.join(d.key)})")
 
 
 # ---------------------------------------------------------------- training runs
 
 
-def reproduction(run_id: str, report: dict[str, Any]) -> None:
-    click.echo(f"run {run_id}: model {report['model']} partition {report['model_partition']}")
-    for s in report["snapshots"]:
-        click.echo(f"  data     {s['asset']}/{s['partition']} version {s['version']} ({s['rows']} rows), "
+def reproduction(run_id: str, report: ReproduceReport) -> None:
+    click.echo(f"run {run_id}: model {report.model} partition {report.model_partition}")
+    for s in report.snapshots:
+        click.echo(f"  data     {s.asset}/{s.partition} version {s.version} ({s.rows} rows), "
                    "hash-verified against the lock")
     click.echo(f"  {'metric':<12} {'recorded':<22} {'reproduced':<22}")
-    for k, m in report["metrics"].items():
-        mark = "identical" if m["identical"] else "DIFFERS"
-        click.echo(f"  {k:<12} {m['recorded']!r:<22} {m['reproduced']!r:<22} {mark}")
-    p = report["predictions"]
-    click.echo(f"  predictions  {'identical' if p['identical'] else 'DIFFER'} (sha256 {str(p['reproduced'])[:16]})")
-    cv = report["code_version"]
-    click.echo(f"  code version {cv['current']}" + (" (same)" if cv["same"] else f" (the run had {cv['recorded']})"))
-    if report["library_differences"]:
-        click.echo("  libraries    " + ", ".join(f"{k} {v['recorded']} → {v['current']}"
-                                                  for k, v in report["library_differences"].items()))
-    if report["identical"]:
+    for k, m in report.metrics.items():
+        mark = "identical" if m.identical else "DIFFERS"
+        click.echo(f"  {k:<12} {m.recorded!r:<22} {m.reproduced!r:<22} {mark}")
+    p = report.predictions
+    click.echo(f"  predictions  {'identical' if p.identical else 'DIFFER'} (sha256 {str(p.reproduced)[:16]})")
+    cv = report.code_version
+    click.echo(f"  code version {cv.current}" + (" (same)" if cv.same else f" (the run had {cv.recorded})"))
+    if report.library_differences:
+        click.echo("  libraries    " + ", ".join(f"{k} {v.recorded} → {v.current}"
+                                                  for k, v in report.library_differences.items()))
+    if report.identical:
         click.echo("REPRODUCED: identical metrics and predictions")
     else:
-        bad = [k for k, m in report["metrics"].items() if not m["identical"]]
-        if not p["identical"]:
-            bad.append("predictions")
-        click.echo(f"NOT REPRODUCED: {', '.join(bad)} differ", err=True)
+        click.echo(f"NOT REPRODUCED: {', '.join(report.differing)} differ", err=True)
 
 
-def comparison(run_a: str, run_b: str, report: dict[str, Any]) -> None:
-    click.echo(f"a = run {run_a} ({report['model_a']})")
-    click.echo(f"b = run {run_b} ({report['model_b']})")
+def comparison(run_a: str, run_b: str, report: CompareReport) -> None:
+    click.echo(f"a = run {run_a} ({report.model_a})")
+    click.echo(f"b = run {run_b} ({report.model_b})")
     click.echo(f"metrics        {'a':<12} {'b':<12} {'b − a':<12}")
-    for k, m in report["metrics"].items():
-        better = {"a": "a better", "b": "b better", "same": "same"}.get(m["better"] or "", "")
-        delta = f"{m['delta']:+.6g}" if m["delta"] is not None else "-"
-        click.echo(f"  {k:<12} {fmt(m['a']):<12} {fmt(m['b']):<12} {delta:<12} {better}")
+    for k, m in report.metrics.items():
+        better = {"a": "a better", "b": "b better", "same": "same"}.get(m.better or "", "")
+        delta = f"{m.delta:+.6g}" if m.delta is not None else "-"
+        click.echo(f"  {k:<12} {fmt(m.a):<12} {fmt(m.b):<12} {delta:<12} {better}")
     click.echo("data (every snapshot partition either run trained on)")
-    for d in report["data"]:
+    for d in report.data:
         diff(d, "  ")
-    if report["spec_changes"]:
+    if report.spec_changes:
         click.echo("model spec changes")
-        for c in report["spec_changes"]:
-            click.echo(f"  {c['field']}: {c['a']!r} → {c['b']!r}")
+        for c in report.spec_changes:
+            click.echo(f"  {c.field}: {c.a!r} → {c.b!r}")
     else:
-        cv = report["code_version"]
-        click.echo("model spec: unchanged" + ("" if cv["same"] else f" (code version {cv['a']} → {cv['b']})"))
-    click.echo(f"verdict: {report['verdict']['text']}")
+        cv = report.code_version
+        click.echo("model spec: unchanged" + ("" if cv.same else f" (code version {cv.a} → {cv.b})"))
+    click.echo(f"verdict: {report.verdict.text}")

@@ -38,7 +38,7 @@ def reproduce(ctx: click.Context, run_id: str, as_json: bool, tracking_uri: str 
         render.emit(report)
     else:
         render.reproduction(run_id, report)
-    if not report["identical"]:
+    if not report.identical:
         sys.exit(EXIT_FAILED)
 
 

@@ -162,25 +162,28 @@ def run_demo(fresh: bool = False, as_json: bool = False) -> dict[str, Any]:
     tracking = MlflowTracking()
     _say("\n6. Reproduce the first run from its run id alone (the database has changed since)")
     report = reproduce_run(run_a, tracking, store)
-    for k, m in report["metrics"].items():
-        _say(f"   {k:<10} recorded {m['recorded']!r:<20} reproduced {m['reproduced']!r:<20} "
-             f"{'identical' if m['identical'] else 'DIFFERS'}")
-    _say(f"   test predictions {'identical' if report['predictions']['identical'] else 'DIFFER'}; "
-         f"{'REPRODUCED' if report['identical'] else 'NOT REPRODUCED'}")
+    for k, m in report.metrics.items():
+        _say(f"   {k:<10} recorded {m.recorded!r:<20} reproduced {m.reproduced!r:<20} "
+             f"{'identical' if m.identical else 'DIFFERS'}")
+    _say(f"   test predictions {'identical' if report.predictions.identical else 'DIFFER'}; "
+         f"{'REPRODUCED' if report.identical else 'NOT REPRODUCED'}")
 
     _say("\n7. Compare the two runs: did the model improve, or did the data change?")
     cmp = compare_runs(run_a, run_b, tracking, store)
-    for k, m in cmp["metrics"].items():
-        _say(f"   {k:<10} {m['a']:.4f} → {m['b']:.4f}  ({m['delta']:+.4f})")
-    for d in cmp["data"]:
-        if d.get("same_version"):
-            _say(f"   {d['asset']}/{d['partition']}: same version {d['version_a']}")
+    for k, m in cmp.metrics.items():
+        _say(f"   {k:<10} {m.a:.4f} → {m.b:.4f}  ({m.delta:+.4f})")
+    for p in cmp.data:
+        d = p.diff
+        if d is None:
+            _say(f"   {p.asset}/{p.partition}: cannot diff: {p.error}")
+        elif d.same_version:
+            _say(f"   {d.asset}/{d.partition}: same version {d.version_a}")
         else:
-            cols = ", ".join(f"{c} {n}" for c, n in (d.get("changed_by_column") or {}).items())
-            _say(f"   {d['asset']}/{d['partition']}: {d['version_a']} → {d['version_b']}: "
-                 f"{d['rows_added']} added, {d['rows_removed']} removed, {d['rows_changed']} changed"
+            cols = ", ".join(f"{c} {n}" for c, n in d.changed_by_column.items())
+            _say(f"   {d.asset}/{d.partition}: {d.version_a} → {d.version_b}: "
+                 f"{d.rows_added} added, {d.rows_removed} removed, {d.rows_changed} changed"
                  + (f" ({cols})" if cols else ""))
-    _say(f"   verdict: {cmp['verdict']['text']}")
+    _say(f"   verdict: {cmp.verdict.text}")
 
     _say("\nWhere everything is")
     _say(f"   source database   {db}")
@@ -202,9 +205,9 @@ def run_demo(fresh: bool = False, as_json: bool = False) -> dict[str, Any]:
         "snapshot": name,
         "versions": {pk: [m.version for m in store.versions(name, pk)] for pk in days},
         "runs": {"first": run_a, "second": run_b},
-        "reproduced": bool(report["identical"]),
-        "comparison": cmp,
+        "reproduced": bool(report.identical),
+        "comparison": cmp.as_dict(),
     }
-    if not report["identical"]:
+    if not report.identical:
         raise click.ClickException(f"the first model (MLflow run {run_a}) was not reproduced exactly")
     return summary

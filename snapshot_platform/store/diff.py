@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from snapshot_platform.store.diff_report import DataDiff, DiffSamples, SchemaChange
 from snapshot_platform.store.diff_stats import TableStats, column_shifts, json_value, stat_kind
 from snapshot_platform.store.keys import key_strings
 from snapshot_platform.store.manifest import Manifest
@@ -58,20 +59,20 @@ def _schema_map(manifest: Manifest | None) -> dict[str, str]:
     return {c.name: c.type for c in manifest.schema} if manifest else {}
 
 
-def schema_changes(a: Manifest | None, b: Manifest | None) -> list[dict[str, Any]]:
+def schema_changes(a: Manifest | None, b: Manifest | None) -> list[SchemaChange]:
     """Columns added, removed or retyped from version a to version b (nothing when a side is absent)."""
     if a is None or b is None:
         return []
     sa, sb = _schema_map(a), _schema_map(b)
-    out: list[dict[str, Any]] = []
+    out: list[SchemaChange] = []
     for name, t in sa.items():
         if name not in sb:
-            out.append({"column": name, "change": "removed", "type_a": t, "type_b": None})
+            out.append(SchemaChange(column=name, change="removed", type_a=t, type_b=None))
         elif sb[name] != t:
-            out.append({"column": name, "change": "type_changed", "type_a": t, "type_b": sb[name]})
+            out.append(SchemaChange(column=name, change="type_changed", type_a=t, type_b=sb[name]))
     for name, t in sb.items():
         if name not in sa:
-            out.append({"column": name, "change": "added", "type_a": None, "type_b": t})
+            out.append(SchemaChange(column=name, change="added", type_a=None, type_b=t))
     return out
 
 
@@ -332,7 +333,7 @@ def diff_versions(
     key: list[str] | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     sample: int = SAMPLE_KEYS,
-) -> dict[str, Any]:
+) -> DataDiff:
     """Diff version ``a`` (older) against ``b`` (newer) of one partition; either may be None (absent)."""
     if a is None and b is None:
         raise DiffError("nothing to diff: both versions are absent")
@@ -348,20 +349,16 @@ def diff_versions(
             missing = [k for k in key if k not in _schema_map(m)]
             if missing:
                 raise DiffError(f"{m.where} lacks key column(s) {missing}")
-    out: dict[str, Any] = {
-        "asset": ref.asset,
-        "partition": ref.partition,
-        "version_a": a.version if a else None,
-        "version_b": b.version if b else None,
-        "key": key,
-        "rows_a": a.row_count if a else 0,
-        "rows_b": b.row_count if b else 0,
-        "schema_changes": schema_changes(a, b),
-    }
+    head: dict[str, Any] = dict(
+        asset=ref.asset, partition=ref.partition,
+        version_a=a.version if a else None, version_b=b.version if b else None, key=tuple(key),
+        rows_a=a.row_count if a else 0, rows_b=b.row_count if b else 0,
+        schema_changes=tuple(schema_changes(a, b)),
+    )
     if a is not None and b is not None and a.version == b.version:
-        return {**out, "same_version": True, "rows_added": 0, "rows_removed": 0, "rows_changed": 0,
-                "rows_unchanged": a.row_count, "changed_by_column": {}, "columns": {},
-                "samples": {"added": [], "removed": [], "changed": []}, "method": "same version"}
+        return DataDiff(**head, same_version=True, rows_added=0, rows_removed=0, rows_changed=0,
+                        rows_unchanged=a.row_count, changed_by_column={}, columns={}, samples=DiffSamples(),
+                        method="same version")
     side_a, side_b = _open(store, a, batch_rows), _open(store, b, batch_rows)
     plan = _plan(key, side_a[0], side_b[0])
     try:
@@ -370,15 +367,15 @@ def diff_versions(
     except _Unordered as exc:
         tally, st_a, st_b = _hash_join(store, a, b, plan, batch_rows, sample)
         method = f"hash-partitioned join ({exc})"
-    return {
-        **out,
-        "same_version": False,
-        "rows_added": tally.added,
-        "rows_removed": tally.removed,
-        "rows_changed": tally.changed,
-        "rows_unchanged": tally.unchanged,
-        "changed_by_column": dict(sorted(tally.by_column.items())),
-        "columns": column_shifts(st_a, st_b),
-        "samples": tally.samples,
-        "method": method,
-    }
+    return DataDiff(
+        **head,
+        same_version=False,
+        rows_added=tally.added,
+        rows_removed=tally.removed,
+        rows_changed=tally.changed,
+        rows_unchanged=tally.unchanged,
+        changed_by_column=dict(sorted(tally.by_column.items())),
+        columns=column_shifts(st_a, st_b),
+        samples=DiffSamples(**{what: tuple(keys) for what, keys in tally.samples.items()}),
+        method=method,
+    )

@@ -10,6 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from snapshot_platform.store.diff_report import ColumnShift
+
 
 def stat_kind(t: pa.DataType) -> str:
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t):
@@ -87,9 +89,9 @@ class TableStats:
         return {name: st.result() for name, st in self.columns.items()}
 
 
-def column_shifts(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def column_shifts(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> dict[str, ColumnShift]:
     """Per column: the statistics of each side and how they moved (b − a)."""
-    out: dict[str, Any] = {}
+    out: dict[str, ColumnShift] = {}
     for name in list(a) + [n for n in b if n not in a]:
         sa, sb = a.get(name), b.get(name)
         shift: dict[str, Any] = {}
@@ -101,5 +103,5 @@ def column_shifts(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) ->
                     shift[k] = vb - va
             if sa.get("std") and sb.get("mean") is not None and sa.get("mean") is not None:
                 shift["mean_in_std_a"] = (sb["mean"] - sa["mean"]) / sa["std"]
-        out[name] = {"a": sa, "b": sb, "shift": shift}
+        out[name] = ColumnShift(a=sa, b=sb, shift=shift)
     return out

@@ -11,4 +11,5 @@ A plain library, like ``store/``: no Dagster import. The Dagster asset ``models/
 - ``mlflow_logging``: one MLflow run per training, datasets, model, registry; reading runs back
 - ``reproduce``: retrain from a run's lock and compare metrics
 - ``compare``: two runs side by side: metrics, data, spec, and a verdict
+- ``reports``: the typed reports of ``reproduce`` and ``compare`` (one JSON writer each)
 """

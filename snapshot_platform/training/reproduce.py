@@ -10,7 +10,6 @@ its test predictions must equal the recorded ones exactly.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -24,6 +23,13 @@ from snapshot_platform.training.mlflow_logging import (
     SUMMARY_NAME,
     TAG_PREDICTIONS,
     MlflowTracking,
+)
+from snapshot_platform.training.reports import (
+    CodeCheck,
+    LibraryDifference,
+    Reproduced,
+    ReproducedSnapshot,
+    ReproduceReport,
 )
 from snapshot_platform.training.train import TrainingError, library_versions, train
 
@@ -65,7 +71,7 @@ def reproduce_run(
     tracking: MlflowTracking,
     store: SnapshotStore,
     override_reason: str | None = None,
-) -> dict[str, Any]:
+) -> ReproduceReport:
     run = tracking.get_run(run_id)
     lock = tracking.load_lock(run_id)
     spec_doc = tracking.load_json(run_id, MODEL_SPEC_NAME)
@@ -93,29 +99,28 @@ def reproduce_run(
     metrics = {}
     for k in sorted(set(recorded) | set(result.metrics)):
         a, b = recorded.get(k), result.metrics.get(k)
-        metrics[k] = {"recorded": a, "reproduced": b, "identical": _same(a, b)}
+        metrics[k] = Reproduced(recorded=a, reproduced=b, identical=_same(a, b))
     rec_pred = run.data.tags.get(TAG_PREDICTIONS)
-    predictions_identical = rec_pred == result.predictions_sha256
+    predictions = Reproduced(recorded=rec_pred, reproduced=result.predictions_sha256,
+                             identical=rec_pred == result.predictions_sha256)
     rec_libs = summary.get("library_versions") or {}
     now_libs = library_versions()
-    lib_diff = {k: {"recorded": rec_libs.get(k), "current": now_libs.get(k)}
+    lib_diff = {k: LibraryDifference(recorded=rec_libs.get(k), current=now_libs.get(k))
                 for k in sorted(set(rec_libs) | set(now_libs)) if rec_libs.get(k) != now_libs.get(k)}
     rec_code = run.data.params.get("code_version")
-    identical = all(m["identical"] for m in metrics.values()) and predictions_identical
-    return {
-        "run_id": run_id,
-        "model": name,
-        "model_partition": lock.model_partition,
-        "identical": identical,
-        "metrics": metrics,
-        "predictions": {"recorded": rec_pred, "reproduced": result.predictions_sha256,
-                        "identical": predictions_identical},
-        "snapshots": [{"asset": m.asset, "partition": m.partition, "version": m.version,
-                       "rows": m.row_count, "verified": True} for m in manifests],
-        "storage": str(store),
-        "code_version": {"recorded": rec_code, "current": result.code_version,
-                         "same": rec_code == result.code_version},
-        "library_differences": lib_diff,
-        "allow_failed_checks_reason": result.override_reason,
-        "seconds": round(result.seconds.get("total", 0.0), 3),
-    }
+    return ReproduceReport(
+        run_id=run_id,
+        model=name,
+        model_partition=lock.model_partition,
+        identical=all(m.identical for m in metrics.values()) and predictions.identical,
+        metrics=metrics,
+        predictions=predictions,
+        snapshots=tuple(ReproducedSnapshot(asset=m.asset, partition=m.partition, version=m.version,
+                                           rows=m.row_count) for m in manifests),
+        storage=str(store),
+        code_version=CodeCheck(recorded=rec_code, current=result.code_version,
+                               same=rec_code == result.code_version),
+        library_differences=lib_diff,
+        allow_failed_checks_reason=result.override_reason,
+        seconds=round(result.seconds.get("total", 0.0), 3),
+    )

@@ -65,32 +65,32 @@ def test_merge_join_over_many_batches_counts_exactly(store: SnapshotStore) -> No
     b = publish(store, pa.Table.from_pylist(rows, schema=pa.table(a_cols).schema), ["id"])
 
     d = diff_versions(store, a, b, batch_rows=50)
-    assert d["method"] == "merge-join on the key"
-    assert (d["rows_a"], d["rows_b"]) == (1000, 1002)
-    assert (d["rows_added"], d["rows_removed"], d["rows_changed"]) == (5, 3, 5)
-    assert d["rows_unchanged"] == 1000 - 3 - 5
-    assert d["changed_by_column"] == {"amount": 4, "label": 2}
-    assert d["schema_changes"] == []
-    assert [s["id"] for s in d["samples"]["added"]] == added
-    assert [s["id"] for s in d["samples"]["removed"]] == sorted(removed)
-    assert [s["id"] for s in d["samples"]["changed"]] == sorted(changed_amount | changed_label)[:5]
+    assert d.method == "merge-join on the key"
+    assert (d.rows_a, d.rows_b) == (1000, 1002)
+    assert (d.rows_added, d.rows_removed, d.rows_changed) == (5, 3, 5)
+    assert d.rows_unchanged == 1000 - 3 - 5
+    assert d.changed_by_column == {"amount": 4, "label": 2}
+    assert d.schema_changes == ()
+    assert [s["id"] for s in d.samples.added] == added
+    assert [s["id"] for s in d.samples.removed] == sorted(removed)
+    assert [s["id"] for s in d.samples.changed] == sorted(changed_amount | changed_label)[:5]
     # the same answer in one big batch, and in batches of a few rows
     for batch_rows in (7, 10_000):
         again = diff_versions(store, a, b, batch_rows=batch_rows)
-        assert {k: again[k] for k in ("rows_added", "rows_removed", "rows_changed", "changed_by_column")} == \
-               {k: d[k] for k in ("rows_added", "rows_removed", "rows_changed", "changed_by_column")}
+        assert {k: getattr(again, k) for k in ("rows_added", "rows_removed", "rows_changed", "changed_by_column")} == \
+               {k: getattr(d, k) for k in ("rows_added", "rows_removed", "rows_changed", "changed_by_column")}
     # summary statistics, streamed
-    amount = d["columns"]["amount"]
-    assert amount["a"]["rows"] == 1000 and amount["a"]["nulls"] == 0
-    assert amount["a"]["mean"] == pytest.approx(np.mean(a_cols["amount"]))
-    assert amount["a"]["std"] == pytest.approx(np.std(a_cols["amount"]))
-    assert amount["b"]["mean"] == pytest.approx(np.mean([r["amount"] for r in rows]))
-    assert amount["shift"]["mean"] == pytest.approx(amount["b"]["mean"] - amount["a"]["mean"])
-    assert (amount["a"]["min"], amount["a"]["max"]) == (0.0, 1998.0)
-    country = d["columns"]["country"]
-    assert country["a"]["nulls"] == sum(v is None for v in a_cols["country"])
-    assert (country["a"]["min"], country["a"]["max"]) == ("DE", "FI")
-    assert country["b"]["max"] == "SE"
+    amount = d.columns["amount"]
+    assert amount.a["rows"] == 1000 and amount.a["nulls"] == 0
+    assert amount.a["mean"] == pytest.approx(np.mean(a_cols["amount"]))
+    assert amount.a["std"] == pytest.approx(np.std(a_cols["amount"]))
+    assert amount.b["mean"] == pytest.approx(np.mean([r["amount"] for r in rows]))
+    assert amount.shift["mean"] == pytest.approx(amount.b["mean"] - amount.a["mean"])
+    assert (amount.a["min"], amount.a["max"]) == (0.0, 1998.0)
+    country = d.columns["country"]
+    assert country.a["nulls"] == sum(v is None for v in a_cols["country"])
+    assert (country.a["min"], country.a["max"]) == ("DE", "FI")
+    assert country.b["max"] == "SE"
 
 
 def test_schema_changes_and_retyped_columns(store: SnapshotStore) -> None:
@@ -99,14 +99,14 @@ def test_schema_changes_and_retyped_columns(store: SnapshotStore) -> None:
     b = publish(store, pa.table({"id": [1, 2, 3], "x": pa.array([1.0, 2.0, 3.5], pa.float64()),
                                  "new": [True, False, True]}), ["id"])
     d = diff_versions(store, a, b)
-    assert d["schema_changes"] == [
+    assert d.as_dict()["schema_changes"] == [
         {"column": "x", "change": "type_changed", "type_a": "int64", "type_b": "double"},
         {"column": "gone", "change": "removed", "type_a": "string", "type_b": None},
         {"column": "new", "change": "added", "type_a": None, "type_b": "bool"},
     ]
     # a retyped column compares by value: 1 == 1.0, only 3 -> 3.5 changed
-    assert (d["rows_changed"], d["changed_by_column"]) == (1, {"x": 1})
-    assert d["columns"]["new"]["a"] is None and d["columns"]["new"]["b"]["mean"] == pytest.approx(2 / 3)
+    assert (d.rows_changed, d.changed_by_column) == (1, {"x": 1})
+    assert d.columns["new"].a is None and d.columns["new"].b["mean"] == pytest.approx(2 / 3)
     assert schema_changes(a, None) == []
 
 
@@ -115,9 +115,9 @@ def test_composite_keys_and_keys_out_of_our_order_fall_back_to_a_hash_join(store
     a = publish(store, pa.table({"k1": [1, 1, 2, 2], "k2": ["a", "b", "a", "b"], "v": [1, 2, 3, 4]}), ["k1", "k2"])
     b = publish(store, pa.table({"k1": [1, 2, 2, 3], "k2": ["b", "a", "b", "a"], "v": [2, 30, 4, 5]}), ["k1", "k2"])
     d = diff_versions(store, a, b, batch_rows=1)
-    assert d["method"] == "merge-join on the key"
-    assert (d["rows_added"], d["rows_removed"], d["rows_changed"]) == (1, 1, 1)
-    assert d["samples"]["changed"] == [{"k1": 2, "k2": "a"}]
+    assert d.method == "merge-join on the key"
+    assert (d.rows_added, d.rows_removed, d.rows_changed) == (1, 1, 1)
+    assert d.as_dict()["samples"]["changed"] == [{"k1": 2, "k2": "a"}]
 
     # a collation that is not ours ("a-b" before "ab" before "B"), and a NULL key: hash join, same counts
     keys = ["a-b", "ab", "B", "b"] + [f"z{i:03d}" for i in range(300)]
@@ -127,19 +127,20 @@ def test_composite_keys_and_keys_out_of_our_order_fall_back_to_a_hash_join(store
     vb[10] = -1
     b = publish(store, pa.table({"k": kb, "v": vb}), ["k"], partition="q")
     d = diff_versions(store, a, b, batch_rows=16)
-    assert d["method"].startswith("hash-partitioned join")
-    assert (d["rows_added"], d["rows_removed"], d["rows_changed"], d["rows_unchanged"]) == (1, 1, 1, 302)
-    assert d["samples"]["removed"] == [{"k": "a-b"}] and d["samples"]["added"] == [{"k": None}]
+    assert d.method.startswith("hash-partitioned join")
+    assert (d.rows_added, d.rows_removed, d.rows_changed, d.rows_unchanged) == (1, 1, 1, 302)
+    samples = d.as_dict()["samples"]
+    assert samples["removed"] == [{"k": "a-b"}] and samples["added"] == [{"k": None}]
 
 
 def test_a_partition_present_on_one_side_only(store: SnapshotStore) -> None:
     b = publish(store, pa.table(base(300)), ["id"])
     d = diff_versions(store, None, b, batch_rows=7)
-    assert (d["version_a"], d["rows_added"], d["rows_removed"], d["rows_changed"]) == (None, 300, 0, 0)
+    assert (d.version_a, d.rows_added, d.rows_removed, d.rows_changed) == (None, 300, 0, 0)
     d = diff_versions(store, b, None, batch_rows=7)
-    assert (d["rows_added"], d["rows_removed"]) == (0, 300)
+    assert (d.rows_added, d.rows_removed) == (0, 300)
     d = diff_versions(store, b, b)
-    assert d["same_version"] and d["rows_changed"] == 0 and d["rows_unchanged"] == 300
+    assert d.same_version and d.rows_changed == 0 and d.rows_unchanged == 300
 
 
 def test_diff_cli(store: SnapshotStore, tmp_path: Path) -> None:

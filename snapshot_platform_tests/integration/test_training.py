@@ -397,4 +397,4 @@ def test_an_override_reason_is_logged_and_reused_by_reproduce(tmp_path: Path) ->
     lock = tracking.load_lock(logged.run_id)
     assert lock.snapshots[0].checks_overridden == ("labels",)
     report = reproduce_run(logged.run_id, tracking, store)  # the run's own reason lets it through again
-    assert report["identical"] and report["allow_failed_checks_reason"]
+    assert report.identical and report.allow_failed_checks_reason
