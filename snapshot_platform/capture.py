@@ -76,6 +76,17 @@ def partition_history(store: SnapshotStore, name: str, partition_key: str, trail
     return history
 
 
+def _counted(batches: Iterator[pa.RecordBatch], progress: Callable[[int, int], None]) -> Iterator[pa.RecordBatch]:
+    """``batches`` unchanged, telling ``progress`` the running row and byte totals after each one."""
+    rows = nbytes = 0
+    progress(0, 0)
+    for batch in batches:
+        rows += batch.num_rows
+        nbytes += batch.nbytes
+        progress(rows, nbytes)
+        yield batch
+
+
 @dataclass(frozen=True)
 class SnapshotOutcome:
     result: PublishResult
@@ -98,11 +109,16 @@ def take_snapshot(
     partition_key: str,
     dagster_run_id: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SnapshotOutcome:
     """Read ``spec``'s query over ``window`` from ``source`` and publish it as ``name``/``partition_key``.
 
     ``source`` is the snapshot's source (its ``max_attempts`` bounds the retries of transient errors);
     ``window`` is the partition's window, computed by the caller.
+    ``progress``, if given, is called after each batch read from the source with the rows and the
+    (in-memory Arrow) bytes read so far in this attempt; a retry starts again from 0. It is called
+    from the store's reader thread and must be quick (the CLI draws a bar, the asset logs now and
+    then); it knows nothing of terminals.
     """
     attempts = source.spec.max_attempts
     started = time.monotonic()
@@ -133,7 +149,8 @@ def take_snapshot(
                 def checker(batches: Iterator[pa.RecordBatch]) -> dict[str, CheckOutcome]:
                     return run_checks(spec, schema_json, batches, history)
 
-                result = store.publish(name, partition_key, read.schema, read.batches, fields,
+                batches = read.batches if progress is None else _counted(read.batches, progress)
+                result = store.publish(name, partition_key, read.schema, batches, fields,
                                        checker=checker, check_columns=check_columns(spec),
                                        source_types=read.source_types, cancel=read.cancel)
             checks = result.manifest.checks

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import click
 
 from snapshot_platform.catalog import CatalogError
-from snapshot_platform.cli import render
+from snapshot_platform.cli import progress, render
 from snapshot_platform.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -72,7 +72,9 @@ def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool, allow
         except PartitionKeyError as exc:
             raise click.UsageError(str(exc), ctx) from None
         source = make_source(spec.source, catalog.sources[spec.source])
-        outcome = take_snapshot(spec, source, window, store_of(ctx), name=name, partition_key=partition)
+        with progress.rows_progress(f"{name}/{partition}", as_json) as shown:
+            outcome = take_snapshot(spec, source, window, store_of(ctx), name=name, partition_key=partition,
+                                    progress=shown)
     except (CatalogError, ValueError, SourceError, SecretMissingError, StorageWriteError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     except _Terminated:
@@ -178,9 +180,12 @@ def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: 
         require_snapshot(ctx, store, name)  # exit 2 for an unknown name, listing the known ones
     assets = [name] if name else store.assets()
     results = []
-    for asset in assets:
-        for p in store.partitions(asset):
-            manifests, unreadable = store.scan(asset, p)
+    # every manifest first: the bar's totals (versions, bytes) come from them
+    scanned = [(asset, p, *store.scan(asset, p)) for asset in assets for p in store.partitions(asset)]
+    total_bytes = sum(f.bytes for _, _, found, _ in scanned for m in found for f in m.files)
+    total_versions = sum(len(found) for _, _, found, _ in scanned)
+    with progress.bytes_bar("verify", total_bytes, total_versions, as_json) as advance:
+        for asset, p, manifests, unreadable in scanned:
             for problem in unreadable:  # named, and every other version is still verified
                 results.append({"asset": asset, "partition": p, "version": None, "ok": False,
                                 "problems": [problem], "failed_blocking_checks": [], "check_warnings": []})
@@ -195,6 +200,7 @@ def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: 
                 results.append({"asset": asset, "partition": p, "version": m.version,
                                 "ok": ok, "problems": problems, "failed_blocking_checks": failed_checks,
                                 "check_warnings": warned})
+                advance(1, sum(f.bytes for f in m.files))
     bad = [r for r in results if not r["ok"]]
     if as_json:
         render.emit({"ok": not bad, "checked": len(results), "results": results})

@@ -55,6 +55,36 @@ def check_results(name: str, outcome: SnapshotOutcome) -> list[AssetCheckResult]
     return results
 
 
+PROGRESS_INTERVAL_ENV = "SNAPSHOT_PLATFORM_PROGRESS_SECONDS"
+
+
+class ProgressLog:
+    """``take_snapshot``'s progress callback in a Dagster step: logs rows, rows/s, bytes and the
+    elapsed time to the run's event log at most every ``interval`` seconds (env
+    ``SNAPSHOT_PLATFORM_PROGRESS_SECONDS``, default 5; 0 logs every batch)."""
+
+    def __init__(self, context: AssetExecutionContext, what: str, interval: float | None = None) -> None:
+        import os
+        import time
+
+        self._clock = time.monotonic
+        self._context, self._what = context, what
+        self._interval = float(os.environ.get(PROGRESS_INTERVAL_ENV, "5")) if interval is None else interval
+        self._started = self._last = self._clock()
+
+    def __call__(self, rows: int, nbytes: int) -> None:
+        now = self._clock()
+        if rows == 0 or now - self._last < self._interval:
+            return
+        self._last = now
+        elapsed = now - self._started
+        rate = rows / elapsed if elapsed > 0 else 0.0
+        self._context.log.info(
+            f"{self._what}: {rows:,} rows read ({rate:,.0f} rows/s, {nbytes / 1e6:,.1f} MB in memory), "
+            f"{elapsed:.0f}s elapsed"
+        )
+
+
 def build_snapshot_asset(
     catalog: Catalog, name: str, spec: SnapshotSpec, source_resource: SourceResource | None = None
 ) -> AssetsDefinition:
@@ -117,6 +147,7 @@ def build_snapshot_asset(
             name=name,
             partition_key=context.partition_key,
             dagster_run_id=context.run_id,
+            progress=ProgressLog(context, f"{name}/{context.partition_key}"),
         )
         m = outcome.result.manifest
         if outcome.result.created:
