@@ -11,6 +11,7 @@ duplicate nor skip rows. Any other error fails at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import importlib.metadata
 import logging
@@ -25,7 +26,8 @@ from snapshot_platform import __version__
 from snapshot_platform.catalog import SnapshotSpec
 from snapshot_platform.checks import History, run_checks
 from snapshot_platform.drift import build_reference, trailing_manifests
-from snapshot_platform.sources import Source, SourceError, Window
+from snapshot_platform.sources import Source, SourceError, SourceRead, Window
+from snapshot_platform.sources.base import state_time
 from snapshot_platform.store import CheckOutcome, PublishResult, SnapshotStore, schema_to_json, sha256_text
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,36 @@ def _counted(batches: Iterator[pa.RecordBatch], progress: Callable[[int, int], N
         yield batch
 
 
+class LateReadError(SourceError):
+    """An as-of read taken too long after the partition's end to be its state (never transient)."""
+
+
+def as_of_fields(spec: SnapshotSpec, read: SourceRead, window: Window, name: str, partition_key: str,
+                 accept_late: bool) -> dict[str, Any]:
+    """``as_of``, ``read_at``, ``late`` of a ``mode: as_of`` read; refuses a read taken more than
+    ``max_lag`` after the partition's end (the engine cannot read the past) unless ``accept_late``."""
+    read_at = read.read_at or state_time(read.state) or dt.datetime.now(dt.timezone.utc)
+    read_at = read_at.astimezone(dt.timezone.utc)
+    end = window.end.astimezone(dt.timezone.utc)
+    if read_at < end:
+        raise LateReadError(
+            f"snapshot {name}/{partition_key} (mode: as_of): the database's time is {read_at.isoformat()}, "
+            f"before the partition's end {end.isoformat()}: its state as of that end does not exist yet",
+            code="as_of_not_reached")
+    lag = read_at - end
+    max_lag = spec.max_lag_for(window.end - window.start)
+    late = lag > max_lag
+    if late and not accept_late:
+        raise LateReadError(
+            f"snapshot {name}/{partition_key} (mode: as_of): refusing a late read: the database's time at "
+            f"the read is {read_at.isoformat()}, {lag} after the partition's end {end.isoformat()}, more than "
+            f"max_lag ({max_lag}); the source cannot read the past, so the rows would be today's state, "
+            "not the state as of the partition's end. Accept it explicitly with --accept-late (CLI) or "
+            "accept_late: true (the asset's run config) to publish it marked late: true",
+            code="late_read")
+    return {"as_of": end.isoformat(), "read_at": read_at.isoformat(), "late": late}
+
+
 @dataclass(frozen=True)
 class SnapshotOutcome:
     result: PublishResult
@@ -110,6 +142,7 @@ def take_snapshot(
     dagster_run_id: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[int, int], None] | None = None,
+    accept_late: bool = False,
 ) -> SnapshotOutcome:
     """Read ``spec``'s query over ``window`` from ``source`` and publish it as ``name``/``partition_key``.
 
@@ -119,6 +152,8 @@ def take_snapshot(
     (in-memory Arrow) bytes read so far in this attempt; a retry starts again from 0. It is called
     from the store's reader thread and must be quick (the CLI draws a bar, the asset logs now and
     then); it knows nothing of terminals.
+    ``accept_late``: a ``mode: as_of`` read more than ``max_lag`` after the partition's end is
+    published marked ``late: true`` instead of refused.
     """
     attempts = source.spec.max_attempts
     started = time.monotonic()
@@ -142,6 +177,8 @@ def take_snapshot(
                     "code_version": code_version(spec),
                     "library_versions": library_versions(),
                 }
+                if spec.mode == "as_of":
+                    fields.update(as_of_fields(spec, read, window, name, partition_key, accept_late))
                 history = partition_history(store, name, partition_key, spec.checks.volume.trailing)
                 history.drift = drift_reference
                 schema_json = schema_to_json(read.schema, read.source_types)

@@ -93,7 +93,7 @@ def parse_catalog(data: Any, path: str = "<memory>") -> Catalog:
             continue
         kind = catalog.sources[snap.source].kind
         backslash = REGISTRY[kind].backslash_escapes
-        problem = query_parameter_problem(snap.query, backslash_escapes=backslash)
+        problem = query_parameter_problem(snap.query, backslash_escapes=backslash, mode=snap.mode)
         if problem:
             problems.append(f"{path}: snapshots.{name}: field 'query': {problem} (read as {kind} SQL)")
         elif SNAPSHOT_TIME_PARAM in {p.name for p in find_placeholders(snap.query, backslash)}:

@@ -116,9 +116,25 @@ class ChecksSpec(_Strict):
     drift: DriftCheckSpec | None = None
 
 
-def query_parameter_problem(q: str, backslash_escapes: bool) -> str | None:
-    """What is wrong with a query's ``:name`` parameters, read in one dialect; None when nothing."""
+def query_parameter_problem(q: str, backslash_escapes: bool, mode: str = "window") -> str | None:
+    """What is wrong with a query's ``:name`` parameters, read in one dialect; None when nothing.
+
+    ``mode: as_of``: the query reads the state at the partition's end, so it uses ``:partition_end``
+    and must not use ``:partition_start``."""
     names = [p.name for p in find_placeholders(q, backslash_escapes)]
+    if mode == "as_of":
+        if "partition_start" in names:
+            return ("uses :partition_start, but mode: as_of reads the state as of the partition's end: "
+                    "use :partition_end only (or mode: window for the rows of a window)")
+        if "partition_end" not in names:
+            return "must use :partition_end (mode: as_of reads the state as of the partition's end)"
+        names = [n for n in names if n != "partition_end"]
+        unknown = sorted(set(names) - {SNAPSHOT_TIME_PARAM})
+        if unknown:
+            return ("uses unknown parameters " + ", ".join(f":{u}" for u in unknown)
+                    + "; only :partition_end is bound in mode: as_of"
+                    + f" (and :{SNAPSHOT_TIME_PARAM} on " + ", ".join(SNAPSHOT_TIME_KINDS) + ")")
+        return None
     missing = [w for w in WINDOW_PARAMS if w not in names]
     if missing:
         return (
@@ -136,9 +152,29 @@ def query_parameter_problem(q: str, backslash_escapes: bool) -> str | None:
     return None
 
 
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_duration(value: Any) -> dt.timedelta:
+    """``90m``, ``6h``, ``1d``, ``30s`` (the CLI's ``--older-than`` form) as a positive timedelta."""
+    m = _DURATION.fullmatch(value) if isinstance(value, str) else None
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not a positive duration such as 90m, 6h or 1d")
+    return dt.timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+
+
 class SnapshotSpec(_Strict):
     source: str
     description: str = ""
+    mode: Literal["window", "as_of"] = Field(
+        default="window",
+        description="window: the rows of [:partition_start, :partition_end); as_of: the query's state "
+        "as of :partition_end, read in one consistent session")
+    max_lag: str | None = Field(
+        default=None,
+        description="as_of: how long after the partition's end a read may still be taken as its state "
+        "(e.g. 6h, 1d; default one cadence period); a later read is refused unless accepted explicitly")
     query: str = Field(min_length=1)
     partitions: PartitionsSpec
     key: list[str] = Field(min_length=1)
@@ -149,13 +185,28 @@ class SnapshotSpec(_Strict):
 
     @field_validator("query")
     @classmethod
-    def _window_params(cls, q: str) -> str:
+    def _window_params(cls, q: str, info: Any) -> str:
         # the source's dialect is not known here: a query valid under either way of reading string
         # literals passes, and parse_catalog checks it again with its source's dialect
-        problem = query_parameter_problem(q, backslash_escapes=False)
-        if problem and query_parameter_problem(q, backslash_escapes=True):
+        mode = info.data.get("mode", "window")
+        problem = query_parameter_problem(q, backslash_escapes=False, mode=mode)
+        if problem and query_parameter_problem(q, backslash_escapes=True, mode=mode):
             raise ValueError(problem)
         return q
+
+    @field_validator("max_lag")
+    @classmethod
+    def _max_lag(cls, v: str | None, info: Any) -> str | None:
+        if v is None:
+            return v
+        if info.data.get("mode") != "as_of":
+            raise ValueError("applies to mode: as_of only")
+        parse_duration(v)
+        return v
+
+    def max_lag_for(self, window_length: dt.timedelta) -> dt.timedelta:
+        """``max_lag``, or one cadence period (the partition's window length) when not given."""
+        return parse_duration(self.max_lag) if self.max_lag is not None else window_length
 
     @field_validator("key", "not_null")
     @classmethod

@@ -44,8 +44,12 @@ def _raise_terminated(signum: int, _frame: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.option("--allow-open-window", is_flag=True,
               help="Snapshot a partition whose window has not closed yet (its rows may still change).")
+@click.option("--accept-late", is_flag=True,
+              help="mode: as_of: publish a read taken more than max_lag after the partition's end "
+                   "(today's state, marked late: true) instead of refusing it.")
 @click.pass_context
-def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool, allow_open_window: bool) -> None:
+def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool, allow_open_window: bool,
+             accept_late: bool) -> None:
     """Snapshot partition PARTITION of catalog entry NAME now (no Dagster run is recorded).
 
     PARTITION must be one of the catalog's partitions in its canonical form (daily: YYYY-MM-DD),
@@ -74,7 +78,7 @@ def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool, allow
         source = make_source(spec.source, catalog.sources[spec.source])
         with progress.rows_progress(f"{name}/{partition}", as_json) as shown:
             outcome = take_snapshot(spec, source, window, store_of(ctx), name=name, partition_key=partition,
-                                    progress=shown)
+                                    progress=shown, accept_late=accept_late)
     except (CatalogError, ValueError, SourceError, SecretMissingError, StorageWriteError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     except _Terminated:

@@ -9,6 +9,7 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     BetaWarning,
+    Config,
     DataVersion,
     MaterializeResult,
     MetadataValue,
@@ -53,6 +54,14 @@ def check_results(name: str, outcome: SnapshotOutcome) -> list[AssetCheckResult]
                          if check_name == DRIFT_CHECK else {})},
         ))
     return results
+
+
+class SnapshotRunConfig(Config):
+    """A snapshot run's config (all optional)."""
+
+    accept_late: bool = False
+    """mode: as_of: publish a read taken more than max_lag after the partition's end (late: true)
+    instead of refusing it."""
 
 
 PROGRESS_INTERVAL_ENV = "SNAPSHOT_PLATFORM_PROGRESS_SECONDS"
@@ -126,7 +135,7 @@ def build_snapshot_asset(
             "cadence": spec.partitions.cadence,
         },
     )
-    def _snapshot(context: AssetExecutionContext) -> MaterializeResult:
+    def _snapshot(context: AssetExecutionContext, config: SnapshotRunConfig) -> MaterializeResult:
         snapshot_store: SnapshotStoreResource = context.resources.snapshot_store
         try:  # max_concurrent_queries is the pool's limit: correct it if the instance has another
             if ensure_pool_limit(context.instance, source_pool(spec.source), max_queries):
@@ -148,6 +157,7 @@ def build_snapshot_asset(
             partition_key=context.partition_key,
             dagster_run_id=context.run_id,
             progress=ProgressLog(context, f"{name}/{context.partition_key}"),
+            accept_late=config.accept_late,
         )
         m = outcome.result.manifest
         if outcome.result.created:

@@ -101,6 +101,23 @@ class SourceRead:
     # another thread than the one pulling ``batches`` when a snapshot is abandoned mid-stream, so
     # that thread leaves the driver before ``read()`` closes the connection. Must be thread-safe.
     cancel: Callable[[], None] | None = None
+    # the database's own time at the read (its consistent snapshot's start), timezone-aware; None
+    # when the engine cannot tell (the caller then uses the local clock)
+    read_at: dt.datetime | None = None
+
+
+def state_time(state: dict[str, Any]) -> dt.datetime | None:
+    """The database's time of a read as its ``source_state`` records it (``transaction_start``, or
+    the pinned ``snapshot_time``), as an aware datetime; None when it records none."""
+    for k in ("transaction_start", "snapshot_time"):
+        v = state.get(k)
+        if isinstance(v, str) and v:
+            try:
+                t = dt.datetime.fromisoformat(v.strip())
+            except ValueError:
+                continue
+            return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+    return None
 
 
 class SourceError(RuntimeError):

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 import pyarrow as pa
 
 from snapshot_platform.secrets import SecretMissingError, aws_refs
-from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, with_secret_refresh
+from snapshot_platform.sources.base import Source, SourceError, SourceRead, Window, state_time, with_secret_refresh
 
 Converter = Callable[[Any], Any]
 
@@ -175,7 +175,8 @@ class DbapiSource(Source):
             cur = self._cursor(conn)
             opened = self._open(conn, cur, query, window, key, stage)
             yield SourceRead(schema=opened.schema, batches=self._batches(opened), params=window.as_params(),
-                             state=opened.state, source_types=opened.source_types, cancel=opened.cancel)
+                             state=opened.state, source_types=opened.source_types, cancel=opened.cancel,
+                             read_at=state_time(opened.state))
         except self._driver_errors() as exc:
             raise self._failure(exc, stage.name) from None
         finally:

@@ -190,7 +190,9 @@ class SqliteSource(Source):
                      "data_version": conn.execute("PRAGMA data_version").fetchone()[0]}
             yield SourceRead(schema=schema, batches=batches(), params=window.as_params(), state=state,
                              source_types={c.name: c.source_type for c in columns},
-                             cancel=conn.interrupt)  # thread-safe: ends the running statement
+                             cancel=conn.interrupt,  # thread-safe: ends the running statement
+                             # SQLite has no server clock: the local clock at the read's start
+                             read_at=dt.datetime.now(dt.timezone.utc))
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")

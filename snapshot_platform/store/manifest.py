@@ -311,11 +311,20 @@ class Manifest(JsonObject):
     """``format``, ``compression``, ``compression_level``, ``row_group_rows``, ``part_rows``."""
     checks: Mapping[str, CheckOutcome] | None = None
     """Check name -> its recorded outcome (absent in manifests written before the checks were)."""
+    as_of: str | None = None
+    """``mode: as_of`` snapshots only: the instant whose state the version holds (the partition's
+    end, UTC ISO). Absent for window snapshots."""
+    read_at: str | None = None
+    """``mode: as_of`` only: the database's own time at the read (its consistent session's start;
+    the local clock where the engine has none, e.g. SQLite), UTC ISO."""
+    late: bool | None = None
+    """``mode: as_of`` only: true when ``read_at`` was more than ``max_lag`` after ``as_of`` and the
+    run accepted the late read explicitly (``--accept-late``, ``accept_late: true``)."""
 
     _FIELDS = ("window", "query", "query_sha256", "params", "key", "source", "source_state", "dagster_run_id",
                "code_version", "library_versions", "format_version", "asset", "partition", "version",
-               "created_at", "row_count", "files", "schema", "writer", "checks")
-    _OPTIONAL = ("key", "writer", "checks")
+               "created_at", "row_count", "files", "schema", "writer", "checks", "as_of", "read_at", "late")
+    _OPTIONAL = ("key", "writer", "checks", "as_of", "read_at", "late")
 
     def _value(self, name: str) -> Any:
         v = getattr(self, name)

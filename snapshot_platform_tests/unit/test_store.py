@@ -627,7 +627,7 @@ def test_killed_between_move_and_manifest_with_damaged_data_is_replaced(root):
 # ---------------------------------------------------------------- the typed manifest (store/manifest.py)
 
 # Written by the release before the manifest was typed (its ``dumps``), byte for byte: a format 2
-# manifest with checks, a ``source_type`` and a key this release does not know (``as_of``), and a
+# manifest with checks, a ``source_type`` and a key this release does not know (``retention_hint``), and a
 # format 1 manifest without ``key``, ``writer`` or ``checks``.
 MANIFEST_FORMAT_2 = b"""{
   "window": {
@@ -653,7 +653,7 @@ MANIFEST_FORMAT_2 = b"""{
     "snapshot": "00000003-0000001B-1",
     "wal_lsn": "0/1A2B3C4"
   },
-  "as_of": "kept by a newer writer",
+  "retention_hint": "kept by a newer writer",
   "dagster_run_id": null,
   "code_version": "0123456789ab",
   "library_versions": {
@@ -779,7 +779,7 @@ def test_the_manifest_fields_are_read_from_the_type_and_unknown_keys_survive():
         ("id", "int64", False, None), ("ip", "string", True, "inet")]
     assert m.checks["key_unique"] == CheckOutcome.of(True, True, {"key": ["id"], "duplicate_rows": 0, "examples": []})
     assert (m.checks["volume"].passed, m.checks["volume"].blocking, m.checks["volume"].severity) == (False, False, "WARN")
-    assert m.extra == {"as_of": "kept by a newer writer"}
+    assert m.extra == {"retention_hint": "kept by a newer writer"}
     old = Manifest.from_json(MANIFEST_FORMAT_1, where="manifest.json")
     assert old.key is None and old.writer is None and old.checks is None and old.extra == {}
     assert old.schema[0].source_type is None
