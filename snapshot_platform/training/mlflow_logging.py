@@ -56,6 +56,11 @@ TAG_PREDICTIONS = "snapshot_platform.predictions_sha256"
 TAG_DATA = "snapshot_platform.snapshots"
 TAG_FORMAT = "snapshot_platform.model_format"
 TAG_OVERRIDE = "snapshot_platform.gate_override_reason"
+TAG_DATA_VERSION = "snapshot_platform.data_version"
+
+# dataset input contexts: each snapshot version's training rows, and the evaluation (test) split
+CONTEXT_TRAINING = "training"
+CONTEXT_EVALUATION = "evaluation"
 
 
 def default_tracking_uri() -> str:
@@ -70,6 +75,22 @@ def default_artifact_root(tracking_uri: str) -> str | None:
         db = Path(tracking_uri[len("sqlite:///"):])
         return (db.parent / "mlartifacts").resolve().as_uri()
     return None
+
+
+def data_version(lock: SnapshotLock) -> str:
+    """A short digest of the versions trained on (asset/partition@version, in order): two runs on
+    the same data share it, a changed version changes it. It names the run and the evaluation split."""
+    import hashlib
+
+    text = ",".join(f"{e.asset}/{e.partition}@{e.version}" for e in lock.snapshots)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def run_name(model: str, model_partition: str | None, lock: SnapshotLock) -> str:
+    """``churn 2024-01-03 @ 1a2b3c4d``: the model, its partition and the data version, so two runs
+    of one partition on different data are told apart in the runs list."""
+    return f"{model} {model_partition} @ {data_version(lock)}" if model_partition else \
+        f"{model} @ {data_version(lock)}"
 
 
 class RunNotFound(LookupError):
@@ -178,7 +199,8 @@ class MlflowTracking:
         if why:
             warnings.warn(f"model {result.model}: saved with cloudpickle, not skops: {why}", stacklevel=2)
         params = _run_params(result, model_partition)
-        tags = _run_tags(result, model_partition, data_summary, fmt, extra_tags)
+        tags = {**_run_tags(result, model_partition, data_summary, fmt, extra_tags),
+                TAG_DATA_VERSION: data_version(lock)}
         summary = _run_summary(result, fmt, why)
 
         with self.active() as mlflow, warnings.catch_warnings():
@@ -186,16 +208,18 @@ class MlflowTracking:
             warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
             warnings.filterwarnings("ignore", message=".*pickle or cloudpickle.*")
             experiment_id = self.experiment_id(EXPERIMENT_PREFIX + result.model)
-            run_name = f"{result.model} {model_partition}" if model_partition else result.model
-            with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            name = run_name(result.model, model_partition, lock)
+            with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
                 run_id = run.info.run_id
                 mlflow.set_tags({**tags, "mlflow.note.content": _lineage_note(result, lock, run_id)})
                 mlflow.log_params({k: v for k, v in params.items() if v is not None})
-                mlflow.log_metrics(result.metrics)
-                _log_dataset_inputs(mlflow, result, lock)
+                evaluation = _log_dataset_inputs(mlflow, result, lock)
                 _log_documents(mlflow, result, lock, summary)
                 log_figures(mlflow, result, model_partition)
                 info = log_model(mlflow, result, fmt, trusted, data_summary, register)
+                # the metrics were computed on the evaluation split by this model: linked to both, so
+                # the model's page lists the dataset and the metrics carry it (the run gets them too)
+                mlflow.log_metrics(result.metrics, model_id=getattr(info, "model_id", None), dataset=evaluation)
                 version = getattr(info, "registered_model_version", None)
                 if register and version is not None:
                     client = self.client()
@@ -330,21 +354,34 @@ def _run_summary(result: TrainingResult, fmt: str, why: str | None) -> dict[str,
     }
 
 
-def _log_dataset_inputs(mlflow: Any, result: TrainingResult, lock: SnapshotLock) -> None:
-    """Lineage: one dataset input per snapshot version, its digest the version id."""
+def _log_dataset_inputs(mlflow: Any, result: TrainingResult, lock: SnapshotLock) -> Any:
+    """Lineage: one dataset input per snapshot version (context ``training``, its rows of the
+    training split, its digest the version id), and the evaluation split (context ``evaluation``,
+    the test rows of every version, its digest the data version): returned, the metrics link to it."""
     spec = result.spec
     parts = result.frame[PARTITION_COLUMN].to_numpy()
+    test = result.test_mask
     used = [*spec.features, spec.target]
     for m, e in zip(result.manifests, lock.snapshots):
-        df = result.frame.loc[parts == m.partition, used]
+        df = result.frame.loc[(parts == m.partition) & ~test, used]
         ds = mlflow.data.from_pandas(
             df, source=_dataset_source(e.uri), name=f"{m.asset}/{m.partition}",
             digest=m.version, targets=spec.target,
         )
-        mlflow.log_input(ds, context="training", tags={
+        mlflow.log_input(ds, context=CONTEXT_TRAINING, tags={
             "snapshot.asset": m.asset, "snapshot.partition": m.partition,
             "snapshot.version": m.version,
         })
+    evaluation = mlflow.data.from_pandas(
+        result.frame.loc[test, used], source=_dataset_source(lock.storage_url),
+        name=f"{result.model} evaluation split", digest=data_version(lock), targets=spec.target,
+    )
+    mlflow.log_input(evaluation, context=CONTEXT_EVALUATION, tags={
+        "snapshot.versions": ",".join(f"{e.asset}/{e.partition}@{e.version}" for e in lock.snapshots)[:500],
+        "split.test_fraction": str(spec.split.test_fraction),
+        "split.by": ",".join(spec.split.by or result.key),
+    })
+    return evaluation
 
 
 def _log_documents(mlflow: Any, result: TrainingResult, lock: SnapshotLock, summary: dict[str, Any]) -> None:

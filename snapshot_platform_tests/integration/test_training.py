@@ -184,9 +184,10 @@ def test_a_training_run_records_its_full_lineage(scenario: Scenario) -> None:
     run = client.get_run(scenario.run_a)
     store = scenario.store()
 
-    # dataset inputs: one per snapshot version, digest = version id, source = its storage URI
+    # dataset inputs: one per snapshot version (its training rows), digest = version id, source = its
+    # storage URI; and the evaluation split (the test rows), digest = the data version in the run's name
     inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
-    assert sorted(inputs) == [f"{SNAP}/{pk}" for pk in DAYS]
+    assert sorted(inputs) == sorted([f"{SNAP}/{pk}" for pk in DAYS] + ["churn evaluation split"])
     for pk in DAYS:
         ds = inputs[f"{SNAP}/{pk}"]
         version = scenario.versions_a[pk]
@@ -194,6 +195,25 @@ def test_a_training_run_records_its_full_lineage(scenario: Scenario) -> None:
         assert json.loads(ds.dataset.source)["uri"] == store.uri(store.version_dir(SNAP, pk, version))
         tags = {t.key: t.value for t in ds.tags}
         assert tags["mlflow.data.context"] == "training" and tags["snapshot.version"] == version
+    evaluation = inputs["churn evaluation split"]
+    assert {t.key: t.value for t in evaluation.tags}["mlflow.data.context"] == "evaluation"
+    data_version = run.data.tags["snapshot_platform.data_version"]
+    assert evaluation.dataset.digest == data_version and len(data_version) == 8
+    assert json.loads(evaluation.dataset.profile)["num_rows"] == int(run.data.params["rows_test"])
+    train_rows = sum(json.loads(inputs[f"{SNAP}/{pk}"].dataset.profile)["num_rows"] for pk in DAYS)
+    assert train_rows == int(run.data.params["rows_train"])
+    # the run's name tells the two runs of one partition apart: model, partition, data version
+    run_b = client.get_run(scenario.run_b)
+    assert run.info.run_name == f"churn {DAYS[-1]} @ {data_version}"
+    assert run_b.info.run_name == f"churn {DAYS[-1]} @ {run_b.data.tags['snapshot_platform.data_version']}"
+    assert run_b.info.run_name != run.info.run_name
+    # the metrics belong to the logged model and name the evaluation split ('Datasets used' on its page)
+    (logged,) = client.search_logged_models([run.info.experiment_id],
+                                            filter_string=f"source_run_id = '{scenario.run_a}'")
+    linked = {m.key: m for m in logged.metrics}
+    assert set(linked) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    assert {(m.dataset_name, m.dataset_digest) for m in linked.values()} == {("churn evaluation split", data_version)}
+    assert all(m.run_id == scenario.run_a and m.value == run.data.metrics[k] for k, m in linked.items())
 
     # the lock: versions, file hashes, rows and query hash, as in the manifests
     lock = tracking.load_lock(scenario.run_a)
