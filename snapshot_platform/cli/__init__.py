@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from snapshot_platform.cli import admin, drift, promotion, snapshots, training
+from snapshot_platform.cli import admin, drift, html_report, promotion, snapshots, training
 from snapshot_platform.store import default_storage_url
 
 
@@ -32,5 +32,6 @@ def main(ctx: click.Context, storage: str | None, catalog_path: str | None) -> N
     ctx.obj["catalog"] = catalog_path
 
 
-for _command in (*snapshots.COMMANDS, *training.COMMANDS, *admin.COMMANDS, *drift.COMMANDS, *promotion.COMMANDS):
+for _command in (*snapshots.COMMANDS, *training.COMMANDS, *admin.COMMANDS, *drift.COMMANDS, *promotion.COMMANDS,
+                 *html_report.COMMANDS):
     main.add_command(_command)
