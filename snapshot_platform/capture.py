@@ -28,6 +28,7 @@ from snapshot_platform.checks import History, run_checks
 from snapshot_platform.drift import build_reference, trailing_manifests
 from snapshot_platform.sources import Source, SourceError, SourceRead, Window
 from snapshot_platform.sources.base import state_time
+from snapshot_platform.store import fingerprints
 from snapshot_platform.store import CheckOutcome, PublishResult, SnapshotStore, schema_to_json, sha256_text
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ def take_snapshot(
             spec.checks.drift.columns)
     for attempt in range(1, attempts + 1):
         try:
-            with source.read(spec.query, window, spec.key) as read:
+            probe = {"probe": spec.change_probe.query} if spec.change_probe is not None else {}
+            with source.read(spec.query, window, spec.key, **probe) as read:
                 fields: dict[str, Any] = {
                     "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
                     "query": spec.query,
@@ -179,6 +181,8 @@ def take_snapshot(
                 }
                 if spec.mode == "as_of":
                     fields.update(as_of_fields(spec, read, window, name, partition_key, accept_late))
+                if read.fingerprint is not None:
+                    fields["source_fingerprint"] = read.fingerprint
                 history = partition_history(store, name, partition_key, spec.checks.volume.trailing)
                 history.drift = drift_reference
                 schema_json = schema_to_json(read.schema, read.source_types)
@@ -190,6 +194,10 @@ def take_snapshot(
                 result = store.publish(name, partition_key, read.schema, batches, fields,
                                        checker=checker, check_columns=check_columns(spec),
                                        source_types=read.source_types, cancel=read.cancel)
+            if read.fingerprint is not None and not result.created:
+                # the same version again: its manifest is write-once; a moved fingerprint goes beside it
+                if fingerprints.current(store, result.manifest) != read.fingerprint:
+                    fingerprints.record(store, result.manifest, read.fingerprint, dagster_run_id)
             checks = result.manifest.checks
             if checks is None:
                 # published before these checks existed: evaluate them now, over the verified data

@@ -94,6 +94,16 @@ def parse_catalog(data: Any, path: str = "<memory>") -> Catalog:
         kind = catalog.sources[snap.source].kind
         backslash = REGISTRY[kind].backslash_escapes
         problem = query_parameter_problem(snap.query, backslash_escapes=backslash, mode=snap.mode)
+        if snap.change_probe is not None:
+            if not REGISTRY[kind].source.supports_probe:
+                probing = ", ".join(k for k, e in REGISTRY.items() if e.source.supports_probe)
+                problems.append(f"{path}: snapshots.{name}: field 'change_probe': not supported on a {kind} "
+                                f"source (supported: {probing})")
+            else:
+                probe_problem = query_parameter_problem(snap.change_probe.query, backslash, mode=snap.mode)
+                if probe_problem:
+                    problems.append(f"{path}: snapshots.{name}: field 'change_probe.query': {probe_problem} "
+                                    f"(read as {kind} SQL)")
         if problem:
             problems.append(f"{path}: snapshots.{name}: field 'query': {problem} (read as {kind} SQL)")
         elif SNAPSHOT_TIME_PARAM in {p.name for p in find_placeholders(snap.query, backslash)}:

@@ -164,6 +164,16 @@ def parse_duration(value: Any) -> dt.timedelta:
     return dt.timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2)])
 
 
+class ChangeProbeSpec(_Strict):
+    """A cheap query, bound with the snapshot's window parameters, returning one row that fingerprints
+    the partition at the source (e.g. ``count(*), max(updated_at)``); ``changed`` and the change sensor
+    compare it with the one recorded at the partition's latest version, over the last ``lookback``
+    partitions that have a version."""
+
+    query: str = Field(min_length=1)
+    lookback: int = Field(default=7, ge=1, le=366)
+
+
 class SnapshotSpec(_Strict):
     source: str
     description: str = ""
@@ -176,6 +186,7 @@ class SnapshotSpec(_Strict):
         description="as_of: how long after the partition's end a read may still be taken as its state "
         "(e.g. 6h, 1d; default one cadence period); a later read is refused unless accepted explicitly")
     query: str = Field(min_length=1)
+    change_probe: ChangeProbeSpec | None = None
     partitions: PartitionsSpec
     key: list[str] = Field(min_length=1)
     not_null: list[str] = []
@@ -193,6 +204,17 @@ class SnapshotSpec(_Strict):
         if problem and query_parameter_problem(q, backslash_escapes=True, mode=mode):
             raise ValueError(problem)
         return q
+
+    @field_validator("change_probe")
+    @classmethod
+    def _probe_params(cls, v: ChangeProbeSpec | None, info: Any) -> ChangeProbeSpec | None:
+        if v is None:
+            return v
+        mode = info.data.get("mode", "window")
+        problem = query_parameter_problem(v.query, backslash_escapes=False, mode=mode)
+        if problem and query_parameter_problem(v.query, backslash_escapes=True, mode=mode):
+            raise ValueError(f"query {problem}")
+        return v
 
     @field_validator("max_lag")
     @classmethod

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from snapshot_platform.cli import admin, drift, html_report, promotion, snapshots, training
+from snapshot_platform.cli import admin, changes, drift, html_report, promotion, snapshots, training
 from snapshot_platform.store import default_storage_url
 
 
@@ -33,5 +33,5 @@ def main(ctx: click.Context, storage: str | None, catalog_path: str | None) -> N
 
 
 for _command in (*snapshots.COMMANDS, *training.COMMANDS, *admin.COMMANDS, *drift.COMMANDS, *promotion.COMMANDS,
-                 *html_report.COMMANDS):
+                 *html_report.COMMANDS, *changes.COMMANDS):
     main.add_command(_command)

@@ -29,6 +29,7 @@ from dagster import (
 )
 
 from snapshot_platform.catalog import Catalog, PartitionsSpec, load_catalog
+from snapshot_platform.orchestration.change_sensors import build_change_sensors
 from snapshot_platform.orchestration.execution import executor_from_environment
 from snapshot_platform.orchestration.io_manager import IO_MANAGER_KEY, SnapshotIOManager
 from snapshot_platform.orchestration.metadata import SNAPSHOT_PREFIX, snapshot_key
@@ -138,6 +139,7 @@ def build_definitions(catalog: Catalog | None = None, storage_url: str | None = 
     defs = Definitions(
         assets=build_assets(catalog),
         schedules=build_schedules(catalog),
+        sensors=build_change_sensors(catalog),
         resources=build_resources(storage_url),
         executor=executor_from_environment(),  # Celery workers when SNAPSHOT_PLATFORM_EXECUTOR=celery
     )

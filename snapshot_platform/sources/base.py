@@ -104,6 +104,29 @@ class SourceRead:
     # the database's own time at the read (its consistent snapshot's start), timezone-aware; None
     # when the engine cannot tell (the caller then uses the local clock)
     read_at: dt.datetime | None = None
+    # the change probe's one row (column -> JSON value), read in the same consistent session before
+    # the query; None when no probe was given
+    fingerprint: dict[str, Any] | None = None
+
+
+def fingerprint_of(source: str, columns: list[str], rows: list[Any]) -> dict[str, Any]:
+    """A change probe's result as JSON: its one row, column -> value (text for what JSON lacks:
+    decimals, times, bytes); a probe returning other than one row is an error."""
+    if len(rows) != 1:
+        raise SourceError(f"source {source}: the change probe returned {len(rows)} rows; it must return one")
+    out: dict[str, Any] = {}
+    for name, v in zip(columns, rows[0]):
+        if v is None or isinstance(v, (bool, int, str)):
+            out[name] = v
+        elif isinstance(v, float):
+            out[name] = v if v == v and v not in (float("inf"), float("-inf")) else repr(v)
+        elif isinstance(v, (bytes, bytearray, memoryview)):
+            out[name] = bytes(v).hex()
+        elif isinstance(v, (dt.datetime, dt.date, dt.time)):
+            out[name] = v.isoformat()
+        else:
+            out[name] = str(v)
+    return out
 
 
 def state_time(state: dict[str, Any]) -> dt.datetime | None:
@@ -183,6 +206,8 @@ class Source(abc.ABC):
     """One catalog source. Subclasses implement :meth:`read` for their engine."""
 
     kind: str = ""
+    # whether read() takes a change probe (catalog change_probe); engines without one refuse it
+    supports_probe: bool = False
 
     def __init__(self, name: str, spec: Any):
         self.name = name
@@ -197,7 +222,19 @@ class Source(abc.ABC):
 
     @abc.abstractmethod
     def read(self, query: str, window: Window, key: list[str]) -> contextlib.AbstractContextManager[SourceRead]:
-        """Open a read-only, consistent read of ``query`` over ``window`` ordered by ``key``."""
+        """Open a read-only, consistent read of ``query`` over ``window`` ordered by ``key``.
+
+        Engines with ``supports_probe`` also take ``probe=`` (a change probe's query, bound like
+        ``query``, run first in the same session: :attr:`SourceRead.fingerprint`); ``query`` None
+        then reads the probe alone (no batches)."""
+
+    def fingerprint(self, probe: str, window: Window) -> dict[str, Any]:
+        """The change probe's row over ``window`` now, in a session of its own."""
+        if not self.supports_probe:
+            raise SourceError(f"source {self.name}: a {self.kind} source does not run change probes")
+        with self.read(None, window, [], probe=probe) as r:  # type: ignore[arg-type, call-arg]
+            assert r.fingerprint is not None
+            return r.fingerprint
 
 
 # ---------------------------------------------------------------- privileged roles

@@ -50,6 +50,7 @@ class Opened:
     state: dict[str, Any]
     source_types: dict[str, str] = field(default_factory=dict)
     cancel: Callable[[], None] | None = None  # thread-safe: ends the fetch in progress on the server
+    fingerprint: dict[str, Any] | None = None  # the change probe's row (engines with supports_probe)
 
 
 def fetched(cur: Any, rows: int) -> Iterator[Sequence[Any]]:
@@ -167,16 +168,19 @@ class DbapiSource(Source):
             yield opened.to_batch(chunk)
 
     @contextlib.contextmanager
-    def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
+    def read(self, query: str | None, window: Window, key: list[str], probe: str | None = None) -> Iterator[SourceRead]:
+        if probe is not None and not self.supports_probe:
+            raise SourceError(f"source {self.name}: a {self.kind} source does not run change probes")
         conn = self._connection()
         cur = None
         stage = Stage()
         try:
             cur = self._cursor(conn)
-            opened = self._open(conn, cur, query, window, key, stage)
+            extra = {"probe": probe} if self.supports_probe else {}
+            opened = self._open(conn, cur, query, window, key, stage, **extra)  # type: ignore[arg-type]
             yield SourceRead(schema=opened.schema, batches=self._batches(opened), params=window.as_params(),
                              state=opened.state, source_types=opened.source_types, cancel=opened.cancel,
-                             read_at=state_time(opened.state))
+                             read_at=state_time(opened.state), fingerprint=opened.fingerprint)
         except self._driver_errors() as exc:
             raise self._failure(exc, stage.name) from None
         finally:

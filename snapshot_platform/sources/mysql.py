@@ -46,6 +46,7 @@ from snapshot_platform.sources.base import (
     SourceError,
     SourceSpecBase,
     Window,
+    fingerprint_of,
     no_literal_password_in_url,
     ordered,
     redact,
@@ -106,6 +107,7 @@ _MESSAGES = {
 
 class MySQLSource(DbapiSource):
     kind = "mysql"
+    supports_probe = True
     spec: MySQLSourceSpec
 
     # ------------------------------------------------------------ connection settings
@@ -245,7 +247,8 @@ class MySQLSource(DbapiSource):
         with contextlib.suppress(Exception):
             conn.close()
 
-    def _open(self, conn: Any, cur: Any, query: str, window: Window, key: list[str], stage: Stage) -> Opened:
+    def _open(self, conn: Any, cur: Any, query: str | None, window: Window, key: list[str], stage: Stage,
+              probe: str | None = None) -> Opened:
         cur.execute("SELECT VERSION()")
         version = str(cur.fetchall()[0][0])
         mariadb = "mariadb" in version.lower()
@@ -276,6 +279,16 @@ class MySQLSource(DbapiSource):
             "partition_start": window.start.astimezone(utc).replace(tzinfo=None),
             "partition_end": window.end.astimezone(utc).replace(tzinfo=None),
         }
+        fingerprint = None
+        if probe is not None:  # in the same consistent snapshot, before the query
+            stage.name = "change probe"
+            cur.execute(bound(probe.rstrip().rstrip(";")), params)
+            names = [d[0] for d in cur.description]
+            fingerprint = fingerprint_of(self.name, names, list(cur.fetchall()))
+            stage.name = "query"
+        if query is None:
+            return Opened(schema=pa.schema([]), chunks=iter(()), to_batch=lambda b: b, state=state,
+                          fingerprint=fingerprint)
         # the result's metadata first (LIMIT 0: the server does not run the query), to select the
         # columns the text protocol would print with too few digits as exact doubles
         cur.execute(bound(_probe(query)), params)
@@ -303,6 +316,7 @@ class MySQLSource(DbapiSource):
             state=state,
             source_types=types,
             cancel=functools.partial(self._kill_query, conn.thread_id()),
+            fingerprint=fingerprint,
         )
 
     def _unfit_errors(self) -> tuple[type[BaseException], ...]:

@@ -34,6 +34,7 @@ from snapshot_platform.sources.base import (
     SourceError,
     SourceSpecBase,
     Window,
+    fingerprint_of,
     no_literal_password_in_url,
     ordered,
     redact,
@@ -109,6 +110,7 @@ def _sqlstate_from_text(text: str) -> str | None:
 
 class PostgresSource(DbapiSource):
     kind = "postgres"
+    supports_probe = True
     spec: PostgresSourceSpec
 
     def _url(self, refresh: bool = False) -> str:
@@ -197,7 +199,8 @@ class PostgresSource(DbapiSource):
     def _secret_refs(self) -> list[Any]:
         return [self.spec.url, self.spec.password]
 
-    def _open(self, conn: Any, cur: Any, query: str, window: Window, key: list[str], stage: Stage) -> Opened:
+    def _open(self, conn: Any, cur: Any, query: str | None, window: Window, key: list[str], stage: Stage,
+              probe: str | None = None) -> Opened:
         privileged = self._privileged_role(cur)
         timeout_ms = str(int(self.spec.statement_timeout_s * 1000))
         cur.execute(
@@ -215,13 +218,26 @@ class PostgresSource(DbapiSource):
         state = self._marker(cur)
         if privileged:
             state["privileged_role"] = privileged
+        def bind(text: str) -> str:
+            return rewrite(
+                text.rstrip().rstrip(";"),
+                # a scalar subquery is an InitPlan: evaluated once per query, usable by index scans
+                # (a bare current_setting() call would be re-evaluated on every row: twice as slow)
+                lambda name, _i: f"(SELECT current_setting('snapshot_platform.{name}')::timestamptz)",
+            )[0]
+
+        fingerprint = None
+        if probe is not None:  # in the same snapshot, before the query
+            stage.name = "change probe"
+            cur.execute(bind(probe))
+            table = cur.fetch_arrow_table()
+            fingerprint = fingerprint_of(self.name, table.column_names,
+                                         [tuple(r.values()) for r in table.to_pylist()])
+        if query is None:
+            return Opened(schema=pa.schema([]), chunks=iter(()), to_batch=lambda b: b, state=state,
+                          fingerprint=fingerprint)
         stage.name = "query"
-        bound, _ = rewrite(
-            query.rstrip().rstrip(";"),
-            # a scalar subquery is an InitPlan: evaluated once per query, usable by index scans
-            # (a bare current_setting() call would be re-evaluated on every row: twice as slow)
-            lambda name, _i: f"(SELECT current_setting('snapshot_platform.{name}')::timestamptz)",
-        )
+        bound = bind(query)
         # the result's columns and types first (planning only), to choose each column's transfer
         cur.execute(f"SELECT * FROM (\n{bound}\n) AS snapshot_query LIMIT 0")
         probe = cur.fetch_arrow_table().schema
@@ -234,6 +250,7 @@ class PostgresSource(DbapiSource):
             state=state,
             source_types=plan.source_types,
             cancel=cur.adbc_cancel,  # thread-safe by ADBC's contract
+            fingerprint=fingerprint,
         )
 
     def _marker(self, cur: Any) -> dict[str, Any]:

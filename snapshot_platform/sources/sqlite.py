@@ -33,7 +33,15 @@ import pyarrow as pa
 
 from snapshot_platform.home import platform_home
 from snapshot_platform.secrets import SecretOrLiteral, resolve
-from snapshot_platform.sources.base import Source, SourceError, SourceRead, SourceSpecBase, Window, ordered
+from snapshot_platform.sources.base import (
+    Source,
+    SourceError,
+    SourceRead,
+    SourceSpecBase,
+    Window,
+    fingerprint_of,
+    ordered,
+)
 
 
 class SqliteSourceSpec(SourceSpecBase):
@@ -132,6 +140,7 @@ class _Column:
 
 class SqliteSource(Source):
     kind = "sqlite"
+    supports_probe = True
     spec: SqliteSourceSpec
 
     def _path(self) -> Path:
@@ -142,7 +151,7 @@ class SqliteSource(Source):
         return {"kind": "sqlite", "host": None, "database": self._path().name}
 
     @contextlib.contextmanager
-    def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
+    def read(self, query: str | None, window: Window, key: list[str], probe: str | None = None) -> Iterator[SourceRead]:
         path = self._path()
         if not path.exists():
             raise SourceError(f"source {self.name}: SQLite database {path} does not exist")
@@ -166,6 +175,17 @@ class SqliteSource(Source):
                 "partition_start": window.start.astimezone(dt.timezone.utc).strftime(fmt),
                 "partition_end": window.end.astimezone(dt.timezone.utc).strftime(fmt),
             }
+            fingerprint = None
+            if probe is not None:  # in the same read transaction, before the query
+                try:
+                    pc = conn.execute(probe.rstrip().rstrip(";"), bound)
+                    fingerprint = fingerprint_of(self.name, [d[0] for d in pc.description], pc.fetchall())
+                except sqlite3.OperationalError as exc:
+                    raise self._error(exc) from None
+            if query is None:
+                yield SourceRead(schema=pa.schema([]), batches=iter(()), params=window.as_params(),
+                                 state={"engine": "sqlite"}, fingerprint=fingerprint)
+                return
             try:
                 cur = conn.execute(ordered(query, key), bound)
                 first = cur.fetchmany(_BATCH_ROWS)
@@ -192,7 +212,7 @@ class SqliteSource(Source):
                              source_types={c.name: c.source_type for c in columns},
                              cancel=conn.interrupt,  # thread-safe: ends the running statement
                              # SQLite has no server clock: the local clock at the read's start
-                             read_at=dt.datetime.now(dt.timezone.utc))
+                             read_at=dt.datetime.now(dt.timezone.utc), fingerprint=fingerprint)
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")

@@ -320,11 +320,15 @@ class Manifest(JsonObject):
     late: bool | None = None
     """``mode: as_of`` only: true when ``read_at`` was more than ``max_lag`` after ``as_of`` and the
     run accepted the late read explicitly (``--accept-late``, ``accept_late: true``)."""
+    source_fingerprint: Mapping[str, Any] | None = None
+    """Snapshots with a ``change_probe`` only: the probe's one row (column -> value), read in the
+    same consistent session as the data. A later fingerprint of the same version is a sidecar in
+    ``fingerprints/`` (store/fingerprints.py), never a change to this file."""
 
     _FIELDS = ("window", "query", "query_sha256", "params", "key", "source", "source_state", "dagster_run_id",
                "code_version", "library_versions", "format_version", "asset", "partition", "version",
-               "created_at", "row_count", "files", "schema", "writer", "checks", "as_of", "read_at", "late")
-    _OPTIONAL = ("key", "writer", "checks", "as_of", "read_at", "late")
+               "created_at", "row_count", "files", "schema", "writer", "checks", "as_of", "read_at", "late", "source_fingerprint")
+    _OPTIONAL = ("key", "writer", "checks", "as_of", "read_at", "late", "source_fingerprint")
 
     def _value(self, name: str) -> Any:
         v = getattr(self, name)

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from snapshot_platform.store import manifest as mf
 from snapshot_platform.store.files import MANIFEST_TMP_PREFIX, file_names, sha256_of
+from snapshot_platform.store.fingerprints import FINGERPRINTS_DIR, SIDECAR_NAME, sidecar_problem
 from snapshot_platform.store.integrity import RowChecks
 from snapshot_platform.store.manifest import Manifest
 
@@ -42,7 +43,17 @@ def check_files(store: Any, manifest: Manifest, problems: list[str], strict: boo
 
     listed = {f.path.split("/")[0] for f in manifest.files} | {mf.MANIFEST_NAME}
     for name in file_names(folder):
-        if name not in listed and not (name.startswith(MANIFEST_TMP_PREFIX) and name.endswith(".tmp")):
+        if name == FINGERPRINTS_DIR and name not in listed:
+            # source fingerprints recorded after the manifest (store/fingerprints.py): each must be
+            # a sidecar named and shaped as that module writes them, nothing else
+            for side in file_names(folder / name):
+                if not SIDECAR_NAME.match(side):
+                    problem(f"{store.uri(folder / name / side)}: not a source fingerprint sidecar")
+                    continue
+                bad = sidecar_problem((folder / name / side).read_bytes())
+                if bad:
+                    problem(f"{store.uri(folder / name / side)}: {bad}")
+        elif name not in listed and not (name.startswith(MANIFEST_TMP_PREFIX) and name.endswith(".tmp")):
             problem(f"{store.uri(folder / name)}: not listed in the manifest")
     schema: pa.Schema | None = None
     hashes_ok = True
