@@ -192,7 +192,19 @@ class SnapshotSpec(_Strict):
     not_null: list[str] = []
     tags: dict[str, str] = {}
     owners: list[str] = []
+    columns: dict[str, str] = Field(
+        default={}, description="column name -> description, shown in the asset's column schema")
     checks: ChecksSpec = ChecksSpec()
+
+    @field_validator("columns")
+    @classmethod
+    def _column_descriptions(cls, v: dict[str, str]) -> dict[str, str]:
+        for col, text in v.items():
+            if not col.strip():
+                raise ValueError("a column name is empty")
+            if not text.strip():
+                raise ValueError(f"column {col!r}: the description is empty")
+        return v
 
     @field_validator("query")
     @classmethod

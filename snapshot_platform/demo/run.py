@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance
 
 from snapshot_platform.catalog import load_catalog
 from snapshot_platform.demo import source_db
-from snapshot_platform.orchestration.definitions import build_assets, build_resources
+from snapshot_platform.demo.launch import CodeLocationRunner
+from snapshot_platform.orchestration.definitions import model_job_name, partition_groups
+from snapshot_platform.orchestration.execution import EXECUTOR_ENV
 from snapshot_platform.orchestration.metadata import VERSION_METADATA_KEY, model_key, snapshot_key
 from snapshot_platform.home import platform_home
 from snapshot_platform.store import STORAGE_ENV, SnapshotStore, default_storage_url
@@ -75,21 +77,29 @@ def run_demo(fresh: bool = False, as_json: bool = False) -> dict[str, Any]:
         source_db.create(db)
         _say(f"source database {db}: created")
 
-    instance = DagsterInstance.get()
-    assets = build_assets(catalog)
-    resources = build_resources(storage_url)
+    # every run goes through the code location's named jobs (snapshots_daily, models_churn): the
+    # UI shows them by job and can re-execute them (demo/launch.py)
+    runner = CodeLocationRunner(DagsterInstance.get())
+    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    if not os.environ.get(EXECUTOR_ENV):  # Dagster's default executor: the steps in this process
+        run_config["execution"] = {"config": {"in_process": {}}}
+    snapshot_job = next(job for job, (_, names) in partition_groups(catalog).items() if name in names)
     store = SnapshotStore(storage_url)
     key = snapshot_key(name)
 
-    def snap(pk: str) -> tuple[str, bool, int]:
-        result = materialize(assets, selection=[key], partition_key=pk, instance=instance,
-                             resources=resources, tags={"snapshot_platform/demo": "true"},
-                             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-        md = next(
+    def materialization(job: str, pk: str, asset_key: Any) -> Any:
+        result = runner.run(job, pk, tags={"snapshot_platform/demo": "true"}, run_config=run_config)
+        if not result.success:
+            raise click.ClickException(f"the Dagster run {result.run_id} ({job}, {pk}) failed: see it in the UI")
+        return next(
             ev.event_specific_data.materialization.metadata
-            for ev in result.get_asset_materialization_events()
-            if ev.event_specific_data.materialization.asset_key == key
+            for ev in result.all_events
+            if ev.event_type_value == "ASSET_MATERIALIZATION"
+            and ev.event_specific_data.materialization.asset_key == asset_key
         )
+
+    def snap(pk: str) -> tuple[str, bool, int]:
+        md = materialization(snapshot_job, pk, key)
         return (str(md[VERSION_METADATA_KEY].value), bool(md["snapshot/new_version"].value),
                 int(md["dagster/row_count"].value))
 
@@ -115,14 +125,7 @@ def run_demo(fresh: bool = False, as_json: bool = False) -> dict[str, Any]:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     def fit(pk: str) -> dict[str, Any]:
-        result = materialize(assets, selection=[mkey], partition_key=pk, instance=instance,
-                             resources=resources, tags={"snapshot_platform/demo": "true"},
-                             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-        md = next(
-            ev.event_specific_data.materialization.metadata
-            for ev in result.get_asset_materialization_events()
-            if ev.event_specific_data.materialization.asset_key == mkey
-        )
+        md = materialization(model_job_name(model), pk, mkey)
         return {k: v.value for k, v in md.items()}
 
     def show_metrics(md: dict[str, Any]) -> str:

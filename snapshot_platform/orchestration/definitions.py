@@ -32,7 +32,7 @@ from snapshot_platform.catalog import Catalog, PartitionsSpec, load_catalog
 from snapshot_platform.orchestration.change_sensors import build_change_sensors
 from snapshot_platform.orchestration.execution import executor_from_environment
 from snapshot_platform.orchestration.io_manager import IO_MANAGER_KEY, SnapshotIOManager
-from snapshot_platform.orchestration.metadata import SNAPSHOT_PREFIX, snapshot_key
+from snapshot_platform.orchestration.metadata import SNAPSHOT_PREFIX, model_key, snapshot_key
 from snapshot_platform.orchestration.model_assets import build_model_assets
 from snapshot_platform.orchestration.partitions import freshness_policy, partitions_def
 from snapshot_platform.orchestration.resources import (
@@ -112,6 +112,18 @@ def build_schedules(catalog: Catalog) -> list[ScheduleDefinition]:
     return schedules
 
 
+def model_job_name(model: str) -> str:
+    return f"models_{model}"
+
+
+def build_model_jobs(catalog: Catalog) -> list[Any]:
+    """One named job per model (``models_<name>``), so a training run is told apart from a snapshot
+    run in the runs list and can be launched or re-executed by name (the demo runs its models so)."""
+    return [define_asset_job(model_job_name(name), selection=AssetSelection.assets(model_key(name)),
+                             description=f"Train models/{name} for one partition")
+            for name in catalog.models]
+
+
 def build_resources(storage_url: str | None = None) -> dict[str, Any]:
     store = SnapshotStoreResource(storage_url=storage_url) if storage_url else SnapshotStoreResource()
     return {
@@ -140,6 +152,7 @@ def build_definitions(catalog: Catalog | None = None, storage_url: str | None = 
         assets=build_assets(catalog),
         schedules=build_schedules(catalog),
         sensors=build_change_sensors(catalog),
+        jobs=build_model_jobs(catalog),
         resources=build_resources(storage_url),
         executor=executor_from_environment(),  # Celery workers when SNAPSHOT_PLATFORM_EXECUTOR=celery
     )

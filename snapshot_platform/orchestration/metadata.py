@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import quote
 
 from dagster import AssetKey, MetadataValue, TableColumn, TableRecord, TableSchema
@@ -92,15 +92,18 @@ def mlflow_ui(tracking_uri: str) -> str | None:
     return ui.rstrip("/") if ui else None
 
 
-def snapshot_metadata(outcome: SnapshotOutcome, store: Any = None) -> dict[str, Any]:
+def snapshot_metadata(outcome: SnapshotOutcome, store: Any = None,
+                      descriptions: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A snapshot materialization's metadata, from the published manifest; with ``store``, also the
-    table of every partition's latest version."""
+    table of every partition's latest version; ``descriptions`` (the catalog's ``columns``) describe
+    the columns of the schema."""
     m = outcome.result.manifest
     extra = {"snapshot/partitions": partitions_table(store, m.asset)} if store is not None else {}
     return {
         "dagster/row_count": m.row_count,
         "dagster/column_schema": TableSchema(
-            columns=[TableColumn(name=c.name, type=c.type) for c in m.schema]
+            columns=[TableColumn(name=c.name, type=c.type, description=(descriptions or {}).get(c.name))
+                     for c in m.schema]
         ),
         "dagster/uri": outcome.result.uri,
         VERSION_METADATA_KEY: m.version,

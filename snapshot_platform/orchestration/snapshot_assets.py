@@ -170,11 +170,15 @@ def build_snapshot_asset(
                 f"{name}/{context.partition_key}: the source returned the same data as published "
                 f"version {m.version}; nothing new was written"
             )
+        undescribed = sorted(set(spec.columns) - {c.name for c in m.schema})
+        if undescribed:
+            context.log.warning(f"{name}: the catalog describes columns the query does not return: "
+                                f"{', '.join(undescribed)}")
         failed = [n for n, c in outcome.checks.items() if not c.passed]
         if failed:
             context.log.warning(f"{name}/{context.partition_key} version {m.version}: checks failed: {', '.join(failed)}")
         return MaterializeResult(
-            metadata=snapshot_metadata(outcome, snapshot_store.get_store()),
+            metadata=snapshot_metadata(outcome, snapshot_store.get_store(), spec.columns),
             data_version=DataVersion(m.version),
             check_results=check_results(name, outcome),
         )

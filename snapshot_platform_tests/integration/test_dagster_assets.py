@@ -469,7 +469,7 @@ DEMO_SNAPSHOT = {
         "snapshots/customer_data:schema_unchanged",
         "snapshots/customer_data:volume",
     ],
-    "jobs": ["snapshots_daily"],
+    "jobs": ["models_churn", "snapshots_daily"],
     "schedules": {
         "snapshots_daily_schedule": ("0 0 * * *", "snapshots_daily", "UTC", "STOPPED"),
     },
