@@ -152,6 +152,7 @@ def test_disk_full_cli_fails_in_one_line_and_leaves_nothing(
         assert_nothing_left(small_disk, "events")
 
 
+@pytest.mark.slow
 def test_disk_full_in_dagster_reaches_the_event_log(
     failure_catalog: Path, small_disk: Path, platform_env: PlatformEnv
 ) -> None:
@@ -300,6 +301,7 @@ def stop_group(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
+@pytest.mark.slow
 def test_a_run_whose_process_was_killed_ends_failed(
     failure_catalog: Path, events_db: str, platform_env: PlatformEnv
 ) -> None:
@@ -344,6 +346,7 @@ def test_a_run_whose_process_was_killed_ends_failed(
     assert any("exceeding maximum runtime of 5 seconds" in m for m in messages), messages
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupting_dagster_mid_stream_cleans_up_and_logs_why(
     sig: signal.Signals, failure_catalog: Path, events_db: str, platform_env: PlatformEnv
