@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
@@ -74,6 +75,22 @@ def bytes_bar(description: str, total_bytes: int, total_items: int,
         yield advance
 
 
+@contextmanager
+def rows_bar(description: str, total_rows: int, as_json: bool) -> Iterator[Callable[[int], None]]:
+    """A bar over a known number of rows: ``advance(rows)`` adds the rows just read (``diff``: both
+    versions' row counts from their manifests)."""
+    console = _console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                  TimeElapsedColumn(), console=console, transient=True, disable=not shown(as_json, console),
+                  refresh_per_second=4) as bar:
+        task = bar.add_task(description, total=max(total_rows, 1))
+
+        def advance(rows: int) -> None:
+            bar.update(task, advance=rows)
+
+        yield advance
+
+
 def _size(nbytes: int) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if nbytes < 1000 or unit == "GB":
@@ -82,4 +99,4 @@ def _size(nbytes: int) -> str:
     raise AssertionError("unreachable")
 
 
-__all__ = ["bytes_bar", "rows_progress", "shown"]
+__all__ = ["bytes_bar", "rows_bar", "rows_progress", "shown"]

@@ -278,7 +278,8 @@ def diff_(ctx: click.Context, name: str, partition: str, version_from: str, vers
     try:
         a = store.read_manifest(name, partition, version_from)
         b = store.read_manifest(name, partition, version_to)
-        d = diff_versions(store, a, b, batch_rows=batch_rows)
+        with progress.rows_bar(f"diff {name}/{partition}", a.row_count + b.row_count, as_json) as advance:
+            d = diff_versions(store, a, b, batch_rows=batch_rows, progress=advance)
     except (SnapshotNotFound, ManifestError) as exc:  # exit 1, as in show: the data says no
         fail(as_json, str(exc), error_class=NoData, asset=name, partition=partition)
         return

@@ -22,7 +22,7 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -246,12 +246,20 @@ class _Side:
         return out.reset_index(drop=True)
 
 
-def _open(store: SnapshotStore, manifest: Manifest | None, batch_rows: int) -> _Opened:
+def _open(store: SnapshotStore, manifest: Manifest | None, batch_rows: int,
+          progress: Callable[[int], None] | None = None) -> _Opened:
     """One side, verified by the store before anything is read from it (``open_verified``: every
     part hashed, the version id recomputed; the row checks re-derived as the rows stream)."""
     if manifest is None:
         return None, iter(())
-    return store.open_verified(manifest, batch_rows=batch_rows)
+    schema, batches = store.open_verified(manifest, batch_rows=batch_rows)
+    return (schema, batches) if progress is None else (schema, _told(batches, progress))
+
+
+def _told(batches: Iterator[pa.RecordBatch], progress: Callable[[int], None]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        progress(batch.num_rows)
+        yield batch
 
 
 def _merge_join(side_a: _Opened, side_b: _Opened, plan: _Plan, sample: int) -> tuple[_Tally, dict, dict]:
@@ -333,8 +341,12 @@ def diff_versions(
     key: list[str] | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     sample: int = SAMPLE_KEYS,
+    progress: Callable[[int], None] | None = None,
 ) -> DataDiff:
-    """Diff version ``a`` (older) against ``b`` (newer) of one partition; either may be None (absent)."""
+    """Diff version ``a`` (older) against ``b`` (newer) of one partition; either may be None (absent).
+
+    ``progress``, if given, is told the rows of each batch read (of either side) by the merge join
+    (the CLI draws a bar over ``row_count`` of both; the hash-join fallback's second read is not told)."""
     if a is None and b is None:
         raise DiffError("nothing to diff: both versions are absent")
     ref = a or b
@@ -359,7 +371,7 @@ def diff_versions(
         return DataDiff(**head, same_version=True, rows_added=0, rows_removed=0, rows_changed=0,
                         rows_unchanged=a.row_count, changed_by_column={}, columns={}, samples=DiffSamples(),
                         method="same version")
-    side_a, side_b = _open(store, a, batch_rows), _open(store, b, batch_rows)
+    side_a, side_b = _open(store, a, batch_rows, progress), _open(store, b, batch_rows, progress)
     plan = _plan(key, side_a[0], side_b[0])
     try:
         tally, st_a, st_b = _merge_join(side_a, side_b, plan, sample)

@@ -87,6 +87,26 @@ def test_verify_draws_a_bar_with_the_manifests_totals(env):
     assert re.search(r"verify\s.*1/1", _ANSI.sub("", terminal)), terminal
 
 
+def test_diff_draws_a_bar_over_both_versions_rows(env, tmp_path):
+    def snap() -> tuple[str, int]:
+        proc = subprocess.run([*COMMAND, "snapshot", NAME, DAY], env=env, capture_output=True, text=True,
+                              timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        found = re.search(r"version ([0-9a-f]{20}) \((\d+) rows", proc.stdout)
+        return found.group(1), int(found.group(2))
+
+    (v1, rows1) = snap()
+    source_db.evolve(tmp_path / "production.sqlite")  # churn labels change for this day's signups
+    (v2, rows2) = snap()
+    assert v1 != v2
+    code, out, terminal = run_with_tty_stderr(["diff", NAME, DAY, "--from", v1, "--to", v2], env)
+    assert code == 0, terminal
+    total = rows1 + rows2
+    assert re.search(rf"diff {NAME}/{DAY}\s.*{total}/{total} rows", _ANSI.sub("", terminal)), terminal
+    code, _, terminal = run_with_tty_stderr(["diff", NAME, DAY, "--from", v1, "--json"], env)
+    assert code == 0 and terminal == ""
+
+
 def test_json_on_a_terminal_and_a_pipe_draw_nothing(env):
     code, _, terminal = run_with_tty_stderr(["snapshot", NAME, DAY, "--json"], env)
     assert code == 0 and terminal == ""
