@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import sys
 from typing import Any, Mapping
@@ -21,6 +22,8 @@ from snapshot_platform.cli.common import (
     fail,
     require_snapshot,
     store_of,
+    tracking,
+    tracking_option,
     unknown_snapshot,
 )
 from snapshot_platform.gate import blocking_failures
@@ -218,6 +221,7 @@ def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: 
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_ZERO = dt.timedelta(0)  # --grace 0: no grace period
 
 
 def _duration(_ctx: Any, param: Any, value: str) -> Any:
@@ -236,13 +240,33 @@ def _duration(_ctx: Any, param: Any, value: str) -> Any:
                    "make it longer than your longest snapshot.")
 @click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--keep-last", type=click.IntRange(min=1), default=None,
+              help="Retention: delete published versions beyond the last N of each partition (see below).")
+@click.option("--keep-within", default=None, callback=lambda c, p, v: None if v is None else _duration(c, p, v),
+              help="Retention: also keep versions created within this (s, m, h, d).")
+@click.option("--grace", default="1h", show_default=True,
+              callback=lambda c, p, v: _duration(c, p, v) if v.strip() not in ("0", "0s") else _ZERO,
+              help="Retention: never delete a version created or recorded again within this.")
+@tracking_option
 @click.pass_context
-def gc(ctx: click.Context, older_than: Any, dry_run: bool, as_json: bool) -> None:
+def gc(ctx: click.Context, older_than: Any, dry_run: bool, as_json: bool, keep_last: int | None,
+       keep_within: Any, grace: Any, tracking_uri: str | None) -> None:
     """Remove what crashed writers left in the staging area; never a published version.
 
     Also lists version folders that have parts but no manifest (a writer died while publishing):
     readers never see them and the next snapshot of the same content completes them, so they are
-    reported, not removed."""
+    reported, not removed.
+
+    With --keep-last N (retention): delete the published versions no rule keeps. Kept: the last N
+    of each partition, those created within --keep-within, and always the latest version of a
+    partition, every version in the snapshot lock of any MLflow run (--tracking-uri) or behind a
+    registered model version, and every version created or recorded again within --grace. A
+    version's manifest goes first, then its parts (store/retention.py)."""
+    if keep_within is not None and keep_last is None:
+        raise click.UsageError("--keep-within is a retention rule: give --keep-last too", ctx)
+    if keep_last is not None:
+        _retention(ctx, keep_last, keep_within, grace, dry_run, as_json, tracking_uri)
+        return
     from snapshot_platform.store.gc import collect_garbage
 
     found = collect_garbage(store_of(ctx), older_than, dry_run=dry_run)
@@ -253,6 +277,25 @@ def gc(ctx: click.Context, older_than: Any, dry_run: bool, as_json: bool) -> Non
                      "removed_bytes": sum(f.bytes for f in found if f.removed)})
         return
     render.gc_report(found, dry_run, older_than)
+
+
+def _retention(ctx: click.Context, keep_last: int, keep_within: Any, grace: Any, dry_run: bool, as_json: bool,
+               tracking_uri: str | None) -> None:
+    from snapshot_platform.store.retention import apply_retention, pinned_versions
+
+    pinned = pinned_versions(tracking(tracking_uri))
+    items = apply_retention(store_of(ctx), keep_last, keep_within, pinned, dry_run=dry_run, grace=grace)
+    gone = [i for i in items if i.deleted or dry_run]
+    freed = sum(i.bytes for i in gone)
+    if as_json:
+        render.emit({"dry_run": dry_run, "deleted": [i.as_dict() for i in gone], "bytes_freed": 0 if dry_run else freed,
+                     **({"would_free": freed} if dry_run else {})})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for i in gone:
+        click.echo(f"{verb} {i.asset}/{i.partition} version {i.version} (created {i.created_at}, {i.bytes:,} bytes)")
+    click.echo(f"{verb} {render.plural(len(gone), 'version')}, {freed:,} bytes "
+               f"{'would be ' if dry_run else ''}freed ({len(pinned)} pinned by MLflow runs)")
 
 
 @click.command(name="diff")

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from snapshot_platform.store import retention
 from snapshot_platform.store import backends
 from snapshot_platform.store import manifest as mf
 from snapshot_platform.store.files import STAGING, fs_path, fsync_dir, sha256_of
@@ -64,6 +65,12 @@ def publish(
         final = store.version_dir(asset, partition, version)
         existing = store._try_manifest(final)
         if existing is not None:
+            # recorded again: say so before reading the manifest once more, so that a concurrent
+            # retention gc either sees the mark and keeps the version, or deleted the manifest first
+            # and we publish it anew below (store/retention.py has the protocol)
+            retention.touch(store, asset, partition, version)
+            existing = store._try_manifest(final)
+        if existing is not None:
             return PublishResult(version, False, existing, store.uri(final))
         doc: dict[str, Any] = {
             **fields,  # first: what the store computes below cannot be overridden by a caller
@@ -92,6 +99,7 @@ def publish(
         except OSError as exc:  # disk full, a refused upload: say so, and where
             raise storage_write_error(exc, getattr(exc, "filename", None) or store.uri(final)) from exc
         if not created:
+            retention.touch(store, asset, partition, version)
             return PublishResult(version, False, store.read_manifest(asset, partition, version), store.uri(final))
         return PublishResult(version, True, manifest, store.uri(final))
     finally:

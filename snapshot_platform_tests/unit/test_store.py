@@ -56,11 +56,12 @@ STORE_OWNED = ("format_version", "asset", "partition", "version", "created_at", 
 
 
 def tree(root: Path) -> dict[str, tuple[int, int]]:
-    """Every published file under root (staging excluded): relative path -> (mtime_ns, size)."""
+    """Every published file under root (staging and retention's touch markers excluded): relative
+    path -> (mtime_ns, size)."""
     out = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
-        if p.is_file() and rel.parts[0] != ".staging":
+        if p.is_file() and rel.parts[0] not in (".staging", ".touched"):
             st = p.stat()
             out[str(rel)] = (st.st_mtime_ns, st.st_size)
     return out
@@ -142,6 +143,8 @@ def test_republish_same_rows_with_other_batch_sizes_writes_nothing(store, root):
         assert again.created is False
         assert again.manifest == store.read_manifest(ASSET, PARTITION, first.version)
     assert tree(root) == before, "a re-publish of the same rows wrote or touched files"
+    # it records that the version was published again (store/retention.py: gc must not delete it now)
+    assert (root / ".touched" / ASSET / PARTITION / f"{first.version}.json").is_file()
     assert [p.name for p in partition_dir.iterdir()] == [first.version]
     assert len(store.versions(ASSET, PARTITION)) == 1
     assert staging_leftovers(root) == []
