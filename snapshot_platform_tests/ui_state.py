@@ -25,8 +25,14 @@ class UiState:
     run_url: str
 
 
+def environment(home: Path) -> dict[str, str]:
+    """What :func:`build` needs set besides the ``platform_env`` fixture's: MLflow's store and UI."""
+    return {"SNAPSHOT_PLATFORM_MLFLOW_UI_URL": MLFLOW_UI, "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
+
+
 def build(home: Path) -> UiState:
-    """Fill the platform home and DAGSTER_HOME the environment names (the ``platform_env`` fixture's)."""
+    """Fill the platform home and DAGSTER_HOME the environment names (the ``platform_env`` fixture's,
+    and :func:`environment`'s, set by the caller so that the test restores them)."""
     from dagster import DagsterInstance, materialize
 
     from snapshot_platform.catalog import DEMO_CATALOG, load_catalog
@@ -35,8 +41,8 @@ def build(home: Path) -> UiState:
     from snapshot_platform.orchestration.metadata import MLFLOW_UI_ENV, model_key, snapshot_key
     from snapshot_platform.store import SnapshotStore
 
-    os.environ[MLFLOW_UI_ENV] = MLFLOW_UI
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
+    if os.environ.get(MLFLOW_UI_ENV) != MLFLOW_UI or "MLFLOW_TRACKING_URI" not in os.environ:
+        raise RuntimeError("set ui_state.environment(home) first")
     db = home / "demo" / "production.sqlite"
     source_db.create(db)
     with sqlite3.connect(db) as conn:

@@ -26,7 +26,9 @@ def report(env, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def state(platform_env) -> ui_state.UiState:
+def state(platform_env, monkeypatch: pytest.MonkeyPatch) -> ui_state.UiState:
+    for k, v in ui_state.environment(platform_env.home).items():
+        monkeypatch.setenv(k, v)
     return ui_state.build(platform_env.home)
 
 
