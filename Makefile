@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit bench ui clean bigquery-emulator
+.PHONY: install demo test test-unit bench ui clean bigquery-emulator chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,16 @@ bigquery-emulator: $(BQ_STAMP)
 demo: install
 	$(BIN)/snapshot-platform demo
 
-test: install bigquery-emulator
+# Headless Chromium for the browser tests (integration/test_dagster_ui.py, test_html_report.py):
+# Debian's package, installed when absent and root; otherwise a message (those tests skip locally
+# without it and fail under CI=true).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else echo "chromium is not installed: run 'sudo apt-get install -y chromium' (the browser tests need it)"; fi; }
+
+test: install bigquery-emulator chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The unit tests only (snapshot_platform_tests/unit/): no server, no emulator, under a minute.
