@@ -19,6 +19,7 @@ import base64
 import datetime as dt
 import html
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -112,9 +113,19 @@ def summarise(store: SnapshotStore, manifest: Manifest) -> list[ColumnSummary]:
     return cols
 
 
+MLFLOW_UI_ENV = "SNAPSHOT_PLATFORM_MLFLOW_UI_URL"
+
+
+def mlflow_ui(tracking_uri: str) -> str | None:
+    """The MLflow UI's base URL, as the Dagster metadata links it (orchestration/metadata.py, which
+    imports Dagster, so it is not imported here): ``$SNAPSHOT_PLATFORM_MLFLOW_UI_URL``, else an
+    http(s) tracking URI itself; None otherwise."""
+    ui = os.environ.get(MLFLOW_UI_ENV) or (tracking_uri if tracking_uri.startswith(("http://", "https://")) else None)
+    return ui.rstrip("/") if ui else None
+
+
 def model_runs(tracking_uri: str | None, name: str, versions: set[str]) -> tuple[list[RunUse], str | None]:
     """The runs whose dataset inputs are versions of ``name``; and a note when MLflow could not be read."""
-    from snapshot_platform.orchestration.metadata import mlflow_ui
     from snapshot_platform.training.mlflow_logging import EXPERIMENT_PREFIX, MlflowTracking
 
     tracking = MlflowTracking(tracking_uri) if tracking_uri else None
