@@ -8,7 +8,7 @@ store/integrity.py). Plain library: no Dagster, no database.
 from __future__ import annotations
 
 import base64
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,13 +26,15 @@ class IntegrityError(RuntimeError):
     The message names the version and the file."""
 
 
-def check_files(store: Any, manifest: Manifest, problems: list[str], strict: bool) -> pa.Schema | None:
+def check_files(store: Any, manifest: Manifest, problems: list[str], strict: bool,
+                progress: Callable[[int], None] | None = None) -> pa.Schema | None:
     """First pass over a version (store/integrity.py): hash every part, read its footer, list the
     folder; then the version id must equal the digest of the footers' schema and the hashes.
 
     ``store`` is the :class:`~snapshot_platform.store.SnapshotStore` holding it. Appends a message
     per problem (naming the file); ``strict`` raises :class:`IntegrityError` at the first. Returns
-    the parts' Arrow schema (None when no part could be read)."""
+    the parts' Arrow schema (None when no part could be read). ``progress``, if given, is told each
+    listed part's bytes once it was hashed (or found missing)."""
     folder = store.version_dir(manifest.asset, manifest.partition, manifest.version)
     where = manifest.where
 
@@ -67,6 +69,9 @@ def check_files(store: Any, manifest: Manifest, problems: list[str], strict: boo
             hashes_ok = False
             problem(f"{store.uri(p)}: missing, listed in the manifest")
             continue
+        finally:
+            if progress is not None:
+                progress(f.bytes)
         if size != f.bytes:
             hashes_ok = False
             problem(f"{store.uri(p)}: {size} bytes, manifest says {f.bytes}")
@@ -100,11 +105,12 @@ def check_files(store: Any, manifest: Manifest, problems: list[str], strict: boo
 
 
 def read_parts(store: Any, manifest: Manifest, columns: list[str] | None, batch_rows: int,
-               problems: list[str], strict: bool) -> Iterator[pa.RecordBatch]:
+               problems: list[str], strict: bool,
+               progress: Callable[[int], None] | None = None) -> Iterator[pa.RecordBatch]:
     """Check a version (:func:`check_files`), then stream its rows (only ``columns``), re-deriving
     its row checks on the way (store/integrity.py); contradictions are appended to ``problems``
     once the last row was read (``strict``: raised as :class:`IntegrityError`)."""
-    check_files(store, manifest, problems, strict)
+    check_files(store, manifest, problems, strict, progress)
     if problems:  # the bytes are not what the manifest describes: read nothing
         return
     yield from stream_parts(store, manifest, columns, batch_rows, problems, strict)

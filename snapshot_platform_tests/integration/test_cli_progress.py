@@ -84,7 +84,10 @@ def test_verify_draws_a_bar_with_the_manifests_totals(env):
     code, out, terminal = run_with_tty_stderr(["verify"], env)
     assert code == 0, terminal
     assert "1 version checked" in out
-    assert re.search(r"verify\s.*1/1", _ANSI.sub("", terminal)), terminal
+    text = _ANSI.sub("", terminal)
+    assert re.search(r"verify\s.*1/1", text), terminal
+    # every part's bytes told as it was hashed: the last render shows all of the manifest's bytes
+    assert re.search(r"verify\s.*\b([\d.]+)/\1 [kMG]?B", text), text
 
 
 def test_diff_draws_a_bar_over_both_versions_rows(env, tmp_path):
