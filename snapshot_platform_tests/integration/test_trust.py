@@ -32,7 +32,7 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance, materialize
 
-from conftest import reader_url
+from snapshot_platform_tests.conftest import reader_url
 from snapshot_platform.catalog import load_catalog, parse_catalog
 from snapshot_platform.orchestration.definitions import build_assets, build_definitions, build_resources
 from snapshot_platform.gate import UntrainableSnapshot
