@@ -136,7 +136,7 @@ def run_demo(fresh: bool = False, as_json: bool = False) -> dict[str, Any]:
     _say(f"\n3. Train models/{model} for {train_pk} on the {spec.partitions} snapshots ending with it, "
          "logged to MLflow")
     first_run = fit(train_pk)
-    run_a = first_run["mlflow/run_id"]
+    run_a = first_run["mlflow/run"]  # the bare id ("mlflow/run_id" is a link when there is an MLflow UI)
     _say(f"   MLflow run {run_a}: {show_metrics(first_run)}")
     _say(f"   registered model: {first_run['mlflow/registered_model']} ({first_run['mlflow/model_format']} format)")
     for pk, v in first_run["snapshot/versions"].items():
@@ -155,7 +155,7 @@ def run_demo(fresh: bool = False, as_json: bool = False) -> dict[str, Any]:
 
     _say(f"\n5. Retrain models/{model} for {train_pk} on the new data")
     second_run = fit(train_pk)
-    run_b = second_run["mlflow/run_id"]
+    run_b = second_run["mlflow/run"]
     _say(f"   MLflow run {run_b}: {show_metrics(second_run)}")
 
     from snapshot_platform.training.compare import compare_runs
