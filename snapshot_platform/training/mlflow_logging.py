@@ -35,6 +35,7 @@ from snapshot_platform.store import SnapshotStore
 from snapshot_platform.training import lock as lock_mod
 from snapshot_platform.training.lock import LockEntry, SnapshotLock
 from snapshot_platform.training.mlflow_model import log_figures, log_model, model_format
+from snapshot_platform.training.model_versions import TAG_DAGSTER_RUN, describe_version
 from snapshot_platform.training.train import PARTITION_COLUMN, TrainingResult
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ IMPORTANCES_NAME = "feature_importances.json"
 EXPERIMENT_PREFIX = "models/"
 
 # tags
-TAG_DAGSTER_RUN = "dagster.run_id"
 TAG_DAGSTER_ASSET = "dagster.asset_key"
 TAG_DAGSTER_PARTITION = "dagster.partition"
 TAG_MODEL = "snapshot_platform.model"
@@ -226,8 +226,6 @@ class MlflowTracking:
                     for k, v in ((TAG_DATA, data_summary[:5000]), (TAG_CODE_VERSION, result.code_version),
                                  ("mlflow_run_id", run_id), *(((k, v) for k, v in (extra_tags or {}).items()))):
                         client.set_model_version_tag(result.model, str(version), k, v)
-                    from snapshot_platform.training.promote import describe_version
-
                     # the version's description and tags: the lock's summary and the Dagster run
                     describe_version(client, result.model, str(version), lock,
                                      (extra_tags or {}).get(TAG_DAGSTER_RUN))

@@ -35,12 +35,9 @@ from snapshot_platform.store import SnapshotStore
 from snapshot_platform.training import split as split_mod
 from snapshot_platform.training.estimator import make_estimator, task_of
 from snapshot_platform.training.lock import SnapshotLock
-from snapshot_platform.training.mlflow_logging import (
-    MODEL_SPEC_NAME,
-    TAG_DAGSTER_RUN,
-    MlflowTracking,
-)
+from snapshot_platform.training.mlflow_logging import MODEL_SPEC_NAME, MlflowTracking
 from snapshot_platform.training.mlflow_model import TRUSTED_MODULES
+from snapshot_platform.training.model_versions import TAG_DAGSTER_RUN, describe_version
 from snapshot_platform.training.train import PARTITION_COLUMN, _evaluate, key_of, load_frame
 
 HIGHER_IS_BETTER = ("roc_auc", "accuracy", "precision", "recall", "f1", "r2")
@@ -50,9 +47,6 @@ DEFAULT_METRIC = {"classification": "roc_auc", "regression": "r2"}
 
 TAG_PROMOTED = "snapshot_platform.promotion"  # JSON: alias, metric, both figures, the evaluation lock
 TAG_FORCE_REASON = "snapshot_platform.promotion.force_reason"
-TAG_ASSETS = "snapshot_platform.lock.assets"
-TAG_PARTITIONS = "snapshot_platform.lock.partitions"
-TAG_ROWS = "snapshot_platform.lock.rows"
 
 
 class CannotPromote(RuntimeError):
@@ -82,33 +76,6 @@ class PromotionReport:
 
 def better_or_equal(metric: str, challenger: float, holder: float) -> bool:
     return challenger <= holder if metric in LOWER_IS_BETTER else challenger >= holder
-
-
-def lock_description(lock: SnapshotLock, dagster_run_id: str | None) -> str:
-    """The model version's description: what it learned from, and the Dagster run that trained it."""
-    lines = [f"Trained on pinned snapshot versions (snapshot_lock.json of this version's run), "
-             f"{sum(e.row_count for e in lock.snapshots)} rows:", ""]
-    lines += [f"- {e.asset}/{e.partition} version {e.version}: {e.row_count} rows" for e in lock.snapshots]
-    lines += ["", f"Dagster run: {dagster_run_id or '(trained outside Dagster)'}"]
-    return "\n".join(lines)
-
-
-def lock_tags(lock: SnapshotLock, dagster_run_id: str | None) -> dict[str, str]:
-    tags = {
-        TAG_ASSETS: ",".join(dict.fromkeys(e.asset for e in lock.snapshots)),
-        TAG_PARTITIONS: ",".join(e.partition for e in lock.snapshots),
-        TAG_ROWS: ",".join(f"{e.asset}/{e.partition}@{e.version}={e.row_count}" for e in lock.snapshots)[:5000],
-    }
-    if dagster_run_id:
-        tags[TAG_DAGSTER_RUN] = dagster_run_id
-    return tags
-
-
-def describe_version(client: Any, name: str, version: str, lock: SnapshotLock, dagster_run_id: str | None) -> None:
-    """Put the lock's summary and the Dagster run on a registered model version (description and tags)."""
-    client.update_model_version(name, version, description=lock_description(lock, dagster_run_id))
-    for k, v in lock_tags(lock, dagster_run_id).items():
-        client.set_model_version_tag(name, version, k, v)
 
 
 def _run_version(client: Any, name: str, run_id: str) -> Any:
