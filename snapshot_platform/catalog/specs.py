@@ -100,12 +100,7 @@ class DriftCheckSpec(_Strict):
     @field_validator("columns")
     @classmethod
     def _columns(cls, cols: list[str]) -> list[str]:
-        for c in cols:
-            if not c or len(c) > 128 or any(ch in c for ch in "\x00\n\r"):
-                raise ValueError(f"column name {c!r} is not usable")
-        if len(set(cols)) != len(cols):
-            raise ValueError("lists a column twice")
-        return cols
+        return _column_list(cols)
 
 
 class ChecksSpec(_Strict):
