@@ -40,7 +40,8 @@ def catalog(db: Path, churn: dict[str, Any]) -> dict[str, Any]:
         "sources": {"demo_db": {"kind": "sqlite", "path": str(db)}},
         "snapshots": {SNAP: {
             "source": "demo_db",
-            "query": ("SELECT customer_id, total_purchases, avg_order_value, tenure_days, churn_label FROM customers "
+            "query": ("SELECT customer_id, total_purchases, avg_order_value, tenure_days, churn_label "
+                      "FROM customers "
                       "WHERE signup_date >= date(:partition_start) AND signup_date < date(:partition_end)"),
             "partitions": {"cadence": "daily", "start": "2024-01-01", "end": "2024-01-08"},
             "key": ["customer_id"],
@@ -77,7 +78,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
             (root / p).mkdir()
         (root / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-        for k, v in {"SNAPSHOT_PLATFORM_HOME": str(root / "home"), "SNAPSHOT_PLATFORM_STORAGE_URL": str(root / "storage"),
+        for k, v in {"SNAPSHOT_PLATFORM_HOME": str(root / "home"),
+                     "SNAPSHOT_PLATFORM_STORAGE_URL": str(root / "storage"),
                      "DAGSTER_HOME": str(root / "dagster_home"), "MLFLOW_TRACKING_URI": tracking_uri,
                      "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
             mp.setenv(k, v)
@@ -115,7 +117,8 @@ def _version_of(tracking: MlflowTracking, model: str, run_id: str) -> str:
 def test_the_first_training_takes_the_alias(runs: Runs) -> None:
     version = _version_of(runs.tracking, "churn", runs.strong["mlflow/run"])
     assert _alias_version(runs.tracking, "churn") == version
-    assert runs.strong["mlflow/promotion"] == f"churn@champion -> version {version}: the first holder of the alias"
+    expected = f"churn@champion -> version {version}: the first holder of the alias"
+    assert runs.strong["mlflow/promotion"] == expected
 
 
 def test_a_worse_model_is_refused_and_the_run_succeeds(runs: Runs) -> None:
@@ -130,7 +133,8 @@ def test_a_worse_model_is_refused_and_the_run_succeeds(runs: Runs) -> None:
     challenger, holder = weak_run.data.metrics["roc_auc"], strong_run.data.metrics["roc_auc"]
     assert challenger < holder
     message = runs.weak["mlflow/promotion"]
-    assert message.startswith(f"refused: churn version {weak_version} (run {weak_run.info.run_id}) has roc_auc "), message
+    head = f"refused: churn version {weak_version} (run {weak_run.info.run_id}) has roc_auc "
+    assert message.startswith(head), message
     assert f"roc_auc {challenger:.6g}, the holder of @champion" in message, message
     assert f"has {holder:.6g} on the same data" in message, message
 
