@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pytest
 from click.testing import CliRunner
 
@@ -31,9 +30,9 @@ def _versions(store: SnapshotStore, partition: str, n: int) -> list[Any]:
 def _log_run(tracking: MlflowTracking, store: SnapshotStore, manifests: list[Any], register: str | None = None) -> str:
     lock = SnapshotLock(model="m", snapshots=tuple(
         LockEntry.of(m, store.uri(store.version_dir(m.asset, m.partition, m.version))) for m in manifests))
-    mlflow.set_tracking_uri(tracking.tracking_uri)
-    with mlflow.start_run(experiment_id=tracking.experiment_id("retention")) as run:
-        mlflow.log_text(lock.to_json(), LOCK_NAME)
+    experiment = tracking.experiment_id("retention")
+    with tracking.active() as ml, ml.start_run(experiment_id=experiment) as run:  # restores MLflow's URIs after
+        ml.log_text(lock.to_json(), LOCK_NAME)
     if register:
         client = tracking.client()
         client.create_registered_model(register)
