@@ -206,9 +206,8 @@ class SnapshotSpec(_Strict):
     def _window_params(cls, q: str, info: Any) -> str:
         # the source's dialect is not known here: a query valid under either way of reading string
         # literals passes, and parse_catalog checks it again with its source's dialect
-        mode = info.data.get("mode", "window")
-        problem = query_parameter_problem(q, backslash_escapes=False, mode=mode)
-        if problem and query_parameter_problem(q, backslash_escapes=True, mode=mode):
+        problem = _query_problem(q, info.data.get("mode", "window"))
+        if problem:
             raise ValueError(problem)
         return q
 
@@ -217,9 +216,8 @@ class SnapshotSpec(_Strict):
     def _probe_params(cls, v: ChangeProbeSpec | None, info: Any) -> ChangeProbeSpec | None:
         if v is None:
             return v
-        mode = info.data.get("mode", "window")
-        problem = query_parameter_problem(v.query, backslash_escapes=False, mode=mode)
-        if problem and query_parameter_problem(v.query, backslash_escapes=True, mode=mode):
+        problem = _query_problem(v.query, info.data.get("mode", "window"))
+        if problem:
             raise ValueError(f"query {problem}")
         return v
 
@@ -261,6 +259,15 @@ class SnapshotSpec(_Strict):
 # ---------------------------------------------------------------- models (training assets)
 
 _IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+
+
+def _query_problem(q: str, mode: str) -> str | None:
+    """What is wrong with a query's parameters, when it is wrong under both ways of reading string
+    literals (the source's dialect is not known here; parse_catalog checks again with it)."""
+    problem = query_parameter_problem(q, backslash_escapes=False, mode=mode)
+    if problem and query_parameter_problem(q, backslash_escapes=True, mode=mode):
+        return problem
+    return None
 
 
 def _column_list(cols: list[str]) -> list[str]:
