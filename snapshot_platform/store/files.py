@@ -51,11 +51,12 @@ def sha256_of(path: UPath) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def listdir(p: UPath) -> list[UPath]:
-    """The sub-folders of ``p``; none when ``p`` does not exist."""
+def _entries(p: UPath, folders_only: bool) -> list[str]:
+    """Names of the entries directly in ``p`` (only its sub-folders with ``folders_only``), sorted;
+    none when ``p`` does not exist."""
     if is_local(p):
         try:
-            return [c for c in p.iterdir() if c.is_dir()]
+            return sorted(c.name for c in p.iterdir() if not folders_only or c.is_dir())
         except (FileNotFoundError, NotADirectoryError):
             return []
     fs, path = p.fs, fs_path(p)
@@ -66,25 +67,19 @@ def listdir(p: UPath) -> list[UPath]:
         entries = fs.ls(path, detail=True)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    names = {posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory"}
-    return [p / name for name in sorted(names) if name]
+    names = {posixpath.basename(e["name"].rstrip("/")) for e in entries
+             if not folders_only or e.get("type") == "directory"}
+    return sorted(n for n in names if n)
+
+
+def listdir(p: UPath) -> list[UPath]:
+    """The sub-folders of ``p``; none when ``p`` does not exist."""
+    return [p / name for name in _entries(p, folders_only=True)]
 
 
 def file_names(p: UPath) -> list[str]:
     """Names of every entry (files and folders) directly in ``p``."""
-    if is_local(p):
-        try:
-            return sorted(c.name for c in p.iterdir())
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-    fs, path = p.fs, fs_path(p)
-    fs.invalidate_cache(path)
-    try:
-        entries = fs.ls(path, detail=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    names = {posixpath.basename(str(e).rstrip("/")) for e in entries}
-    return sorted(n for n in names if n)
+    return _entries(p, folders_only=False)
 
 
 def fsync_dir(p: Path) -> None:
