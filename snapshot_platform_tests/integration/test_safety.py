@@ -416,10 +416,14 @@ def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: in
     with psycopg.connect(pg_database, autocommit=True) as gate, \
             DagsterInstance.from_config(str(platform_env.dagster_home)) as instance:
 
-        def running_queries() -> int:
+        def running_queries(waiting_on_gate: bool = False) -> int:
+            # a query is listed as soon as it is sent, before its row has evaluated clock_timestamp(): only
+            # one that waits on the gate's advisory lock has certainly begun
             return gate.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'snapshot_platform'"
-                " AND query LIKE '%pg_advisory_xact_lock_shared%' AND pid <> pg_backend_pid()").fetchone()[0]
+                " AND query LIKE '%pg_advisory_xact_lock_shared%' AND pid <> pg_backend_pid()"
+                + (" AND wait_event_type = 'Lock' AND wait_event = 'advisory'" if waiting_on_gate else "")
+            ).fetchone()[0]
 
         def pending_steps() -> int:
             return instance.event_log_storage.get_concurrency_info("source_replica").pending_step_count
@@ -427,12 +431,12 @@ def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: in
         gate.execute("SELECT pg_advisory_lock(%s)", (GATE_LOCK,))
         try:
             procs.append(launch("2024-03-10"))
-            wait_until("the first run's query started", lambda: running_queries() == 1)
+            wait_until("the first run's query started", lambda: running_queries(waiting_on_gate=True) == 1)
             # the second run starts while the first query holds its slot. (Two claims in the same few
             # milliseconds can both win in Dagster 1.13: its slot claim is not one transaction.)
             procs.append(launch("2024-03-11"))
             if limit == 2:
-                wait_until("both runs query at once", lambda: running_queries() == 2)
+                wait_until("both runs' queries wait on the gate at once", lambda: running_queries(waiting_on_gate=True) == 2)
             else:
                 wait_until("the second run's step waits for the pool (or queries)",
                            lambda: pending_steps() == 1 or running_queries() == 2)
