@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from snapshot_platform import __version__
 from snapshot_platform.catalog import SnapshotSpec
-from snapshot_platform.checks import History, run_checks
+from snapshot_platform.checks import CheckRun, History, run_checks
 from snapshot_platform.drift import build_reference, trailing_manifests
 from snapshot_platform.sources import Source, SourceError, SourceRead, Window
 from snapshot_platform.sources.base import state_time
@@ -77,6 +77,15 @@ def partition_history(store: SnapshotStore, name: str, partition_key: str, trail
             break
     history.trailing_row_counts = list(reversed(counts))
     return history
+
+
+def _checked(batches: Iterator[pa.RecordBatch], checks: CheckRun) -> Iterator[pa.RecordBatch]:
+    """``batches`` unchanged, each fed to ``checks`` on its way to the writer (which, like the
+    re-read of its parts, has no batch of zero rows)."""
+    for batch in batches:
+        if batch.num_rows:
+            checks.add(batch)
+        yield batch
 
 
 def _counted(batches: Iterator[pa.RecordBatch], progress: Callable[[int, int], None]) -> Iterator[pa.RecordBatch]:
@@ -187,10 +196,17 @@ def take_snapshot(
                 history.drift = drift_reference
                 schema_json = schema_to_json(read.schema, read.source_types)
 
-                def checker(batches: Iterator[pa.RecordBatch]) -> dict[str, CheckOutcome]:
-                    return run_checks(spec, schema_json, batches, history)
+                # the checks see each batch as it passes to the writer (in the store's reader thread):
+                # the very rows, in the very order, that the parts hold, so the staged parts the store
+                # offers the checker afterwards are not decoded a second time
+                check_run = CheckRun(spec, schema_json, history)
 
-                batches = read.batches if progress is None else _counted(read.batches, progress)
+                def checker(_staged: Iterator[pa.RecordBatch]) -> dict[str, CheckOutcome]:
+                    return check_run.outcomes()
+
+                batches = _checked(read.batches, check_run)
+                if progress is not None:
+                    batches = _counted(batches, progress)
                 result = store.publish(name, partition_key, read.schema, batches, fields,
                                        checker=checker, check_columns=check_columns(spec),
                                        source_types=read.source_types, cancel=read.cancel)

@@ -185,15 +185,39 @@ def run_checks(
     ``schema_json`` is the snapshot's schema as the manifest records it; ``batches`` need only the
     key, not-null and rule columns.
     """
-    names = {c["name"] for c in schema_json}
-    acc = _Accumulator(spec)
-    drift_spec = spec.checks.drift
-    drift = (DriftAccumulator(history.drift or DriftReference([], {}), drift_spec.columns)
-             if drift_spec is not None else None)
+    run = CheckRun(spec, schema_json, history)
     for b in batches:
-        acc.add(b)
-        if drift is not None:
-            drift.add(b)
+        run.add(b)
+    return run.outcomes()
+
+
+class CheckRun:
+    """The checks of one snapshot fed batch by batch, in the snapshot's row order (:meth:`add`), then
+    evaluated (:meth:`outcomes`): what :func:`run_checks` does, for rows that pass by on their way to
+    the writer (capture.py), so the written parts need not be decoded a second time."""
+
+    def __init__(self, spec: SnapshotSpec, schema_json: list[dict[str, Any]], history: History):
+        self.spec = spec
+        self.schema_json = schema_json
+        self.history = history
+        self._acc = _Accumulator(spec)
+        drift_spec = spec.checks.drift
+        self._drift = (DriftAccumulator(history.drift or DriftReference([], {}), drift_spec.columns)
+                       if drift_spec is not None else None)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self._acc.add(batch)
+        if self._drift is not None:
+            self._drift.add(batch)
+
+    def outcomes(self) -> dict[str, CheckOutcome]:
+        return _outcomes(self.spec, self.schema_json, self.history, self._acc, self._drift)
+
+
+def _outcomes(spec: SnapshotSpec, schema_json: list[dict[str, Any]], history: History, acc: _Accumulator,
+              drift: DriftAccumulator | None) -> dict[str, CheckOutcome]:
+    names = {c["name"] for c in schema_json}
+    drift_spec = spec.checks.drift
     blocking = {d.name: d.blocking for d in check_defs(spec)}
     out: dict[str, CheckOutcome] = {}
     missing_key = [k for k in spec.key if k not in names]

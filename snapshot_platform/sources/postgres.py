@@ -4,12 +4,13 @@ One session per read:
 
 1. session settings, each bound as a parameter through ``set_config``: ``statement_timeout``,
    ``idle_in_transaction_session_timeout``, ``TimeZone = UTC``, ``default_transaction_read_only``;
-2. the window bounds, bound as parameters into two custom settings
-   (``snapshot_platform.partition_start``/``_end``); the query's ``:partition_start`` and
-   ``:partition_end`` become ``(SELECT current_setting(...)::timestamptz)``. This is how the bounds
-   stay bound parameters although the rows travel through ``COPY``, which accepts none: the values
-   never enter the SQL text. The scalar subquery is evaluated once (an InitPlan), and the planner
-   still uses indexes on the compared column;
+2. the window bounds: the rows travel through ``COPY``, which takes no bind parameters, so the
+   query's ``:partition_start`` and ``:partition_end`` become typed literals
+   (``TIMESTAMPTZ '2024-03-10 00:00:00.000000+00'``) that the program renders itself from the
+   window's own datetimes (:func:`timestamptz_literal`: digits only, checked), never from text of
+   the catalog or the user; the catalog's values never enter the SQL text. With literal bounds the
+   planner sees how many rows the window holds and picks, e.g., the key's index scan over a sort
+   (bounds read through ``current_setting()`` hid that: a full scan and a sort, slower);
 3. ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``: every statement after it sees one snapshot;
    its ``pg_current_snapshot()`` and WAL LSN are recorded as ``source_state``;
 4. the ordered query, streamed as Arrow record batches (ADBC's reader is pull-based, so memory is
@@ -22,6 +23,7 @@ One session per read:
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import re
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -95,6 +97,40 @@ def _cancelled_by_user(exc: BaseException) -> bool:
     abandoned read, the reader thread's error is discarded.)
     """
     return "canceling statement due to user request" in str(exc)
+
+
+_TIMESTAMPTZ = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}\+00")
+
+
+def timestamptz_literal(t: dt.datetime) -> str:
+    """``TIMESTAMPTZ '2024-03-10 00:00:00.000000+00'``: one of the program's own (timezone-aware)
+    datetimes as a typed SQL literal, in UTC, for where a protocol takes no bind parameters (COPY).
+
+    Only a ``datetime`` is accepted, never text, and the rendered value is checked to be digits in
+    this one form before it is returned, so nothing but a timestamp can reach the SQL.
+    """
+    if not isinstance(t, dt.datetime) or t.tzinfo is None:
+        raise TypeError(f"a window bound must be a timezone-aware datetime, not {type(t).__name__}")
+    u = t.astimezone(dt.timezone.utc)
+    text = (f"{u.year:04d}-{u.month:02d}-{u.day:02d} {u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+            f".{u.microsecond:06d}+00")
+    if not _TIMESTAMPTZ.fullmatch(text):
+        raise ValueError("a window bound did not render as a timestamp literal")
+    return f"TIMESTAMPTZ '{text}'"
+
+
+def window_sql(text: str, window: Window) -> str:
+    """``text`` (the catalog's query or probe) with ``:partition_start``/``:partition_end`` replaced
+    by the window's bounds as typed literals (:func:`timestamptz_literal`); a trailing ``;`` dropped."""
+    bounds = {"partition_start": timestamptz_literal(window.start),
+              "partition_end": timestamptz_literal(window.end)}
+
+    def spell(name: str, _i: int) -> str:
+        if name not in bounds:  # the catalog refuses other parameters; never spell one
+            raise ValueError(f"unknown query parameter :{name}")
+        return bounds[name]
+
+    return rewrite(text.rstrip().rstrip(";"), spell)[0]
 
 
 def _sqlstate_from_text(text: str) -> str | None:
@@ -207,10 +243,8 @@ class PostgresSource(DbapiSource):
             "SELECT set_config('statement_timeout', $1, false),"
             " set_config('idle_in_transaction_session_timeout', $2, false),"
             " set_config('TimeZone', 'UTC', false),"
-            " set_config('default_transaction_read_only', 'on', false),"
-            " set_config('snapshot_platform.partition_start', $3, false),"
-            " set_config('snapshot_platform.partition_end', $4, false)",
-            parameters=(timeout_ms, timeout_ms, window.start.isoformat(), window.end.isoformat()),
+            " set_config('default_transaction_read_only', 'on', false)",
+            parameters=(timeout_ms, timeout_ms),
         )
         cur.fetchall()
         cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -218,18 +252,10 @@ class PostgresSource(DbapiSource):
         state = self._marker(cur)
         if privileged:
             state["privileged_role"] = privileged
-        def bind(text: str) -> str:
-            return rewrite(
-                text.rstrip().rstrip(";"),
-                # a scalar subquery is an InitPlan: evaluated once per query, usable by index scans
-                # (a bare current_setting() call would be re-evaluated on every row: twice as slow)
-                lambda name, _i: f"(SELECT current_setting('snapshot_platform.{name}')::timestamptz)",
-            )[0]
-
         fingerprint = None
         if probe is not None:  # in the same snapshot, before the query
             stage.name = "change probe"
-            cur.execute(bind(probe))
+            cur.execute(window_sql(probe, window))
             table = cur.fetch_arrow_table()
             fingerprint = fingerprint_of(self.name, table.column_names,
                                          [tuple(r.values()) for r in table.to_pylist()])
@@ -237,7 +263,7 @@ class PostgresSource(DbapiSource):
             return Opened(schema=pa.schema([]), chunks=iter(()), to_batch=lambda b: b, state=state,
                           fingerprint=fingerprint)
         stage.name = "query"
-        bound = bind(query)
+        bound = window_sql(query, window)
         # the result's columns and types first (planning only), to choose each column's transfer
         cur.execute(f"SELECT * FROM (\n{bound}\n) AS snapshot_query LIMIT 0")
         probe = cur.fetch_arrow_table().schema

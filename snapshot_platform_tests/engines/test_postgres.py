@@ -501,6 +501,52 @@ def test_a_key_naming_a_missing_column_cannot_break_out_of_the_order_by(
     assert sql(pg_database, "SELECT count(*) FROM t") == [(1,)]
 
 
+def test_the_sql_sent_holds_only_the_windows_own_timestamp_literals(
+    pg_database: str, store: SnapshotStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COPY takes no bind parameters: the window's bounds reach the server as typed literals that the
+    program rendered from its own datetimes. Every statement of a real read is recorded: the query's
+    text is the catalog's with exactly its two placeholders replaced (those inside a string literal
+    and a comment untouched), and no statement holds a catalog value (name, partition key, URL)."""
+    from snapshot_platform.sources.postgres import PostgresSource
+
+    sent: list[str] = []
+    real_cursor = PostgresSource._cursor
+
+    class Recording:
+        def __init__(self, cur: Any):
+            self._cur = cur
+
+        def execute(self, operation: str, *args: Any, **kwargs: Any) -> Any:
+            sent.append(operation)
+            return self._cur.execute(operation, *args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._cur, name)
+
+    monkeypatch.setattr(PostgresSource, "_cursor", lambda self, conn: Recording(real_cursor(self, conn)))
+    sql(pg_database, "CREATE TABLE t (id int PRIMARY KEY, day date, note text)",
+        "INSERT INTO t VALUES (1, '2024-03-10', 'a'), (2, '2024-03-10', ':partition_end'), (3, '2024-03-11', 'c')")
+    query = ("SELECT id, note FROM t -- up to :partition_end\n"
+             "WHERE day >= :partition_start AND day < :partition_end AND note <> ':partition_start'")
+    catalog = make_catalog(pg_database, query, ["id"], name="nightly_orders_q7")
+    take_snapshot(catalog, "nightly_orders_q7", DAY, store)
+    assert store.read_table("nightly_orders_q7", DAY).column("id").to_pylist() == [1, 2]
+
+    start, end = "TIMESTAMPTZ '2024-03-10 00:00:00.000000+00'", "TIMESTAMPTZ '2024-03-11 00:00:00.000000+00'"
+    with_query = [s for s in sent if "FROM t --" in s]
+    assert len(with_query) == 2  # the probe of the result's types, then the ordered query
+    for statement in with_query:
+        assert statement.count(start) == 1 and statement.count(end) == 1
+        assert query.replace(":partition_start AND", f"{start} AND").replace(
+            ":partition_end AND", f"{end} AND") in statement
+    for statement in sent:
+        for value in ("nightly_orders_q7", DAY + "'", pg_database.rsplit("/", 1)[1], "2024-03-10T"):
+            assert value not in statement
+        if statement not in with_query:
+            assert "2024-03" not in statement and "TIMESTAMPTZ" not in statement
+
+
 @pytest.mark.parametrize(
     "partition_key",
     [

@@ -360,3 +360,52 @@ def test_a_model_retrains_on_each_new_snapshot_version_that_passed_its_blocking_
     failed = snapshot()
     assert not failed.success and _check_evaluations(failed)["key_unique"].passed is False
     assert requested() == set(), "a version that failed a blocking check trains nothing"
+
+
+def test_checks_run_on_the_streamed_rows_equal_the_checks_of_the_published_parts(pg_database, tmp_path):
+    """The checks see each batch on its way to the writer (capture.py): their recorded outcomes are
+    those of the published parts, read back and checked anew, failures and examples included, over a
+    partition of several driver batches and several read-back batches (65,536 rows each)."""
+    from snapshot_platform.capture import check_columns, partition_history
+    from snapshot_platform.checks import run_checks
+    from snapshot_platform.drift import build_reference, trailing_manifests
+    from snapshot_platform_tests.capture_runs import take_snapshot
+
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE orders (order_id int, day date NOT NULL, amount numeric(10,2), status text)")
+        for i, d in enumerate(DAYS[:3]):
+            rows = 150_000 if i == 2 else 40_000
+            conn.execute(
+                "INSERT INTO orders SELECT g, %s::date,"
+                " CASE WHEN g %% 9973 = 0 THEN NULL ELSE (g %% 97) + 0.5 END,"
+                " CASE WHEN g %% 5003 = 0 THEN 'lost' WHEN g %% 3 = 0 THEN 'refunded' ELSE 'paid' END"
+                " FROM generate_series(%s::int, %s::int) AS g",
+                (d, i * 1_000_000 + 1, i * 1_000_000 + rows))
+        # duplicated keys across the read-back's batch boundary (row 65,536 of the day) and elsewhere
+        conn.execute("INSERT INTO orders SELECT * FROM orders WHERE order_id IN (2065536, 2065537, 2140000)")
+    rules = {"amount": {"min": 1, "max": 90}, "status": {"accepted_values": ["paid", "refunded"]}}
+    doc = _catalog(pg_database, columns=rules, drift={"columns": ["amount", "status"], "trailing": 2})
+    catalog = parse_catalog(doc)
+    spec = catalog.snapshots["orders"]
+    store = SnapshotStore(str(tmp_path / "storage"))
+    for day in DAYS[:3]:
+        outcome = take_snapshot(catalog, "orders", day, store)
+    m = outcome.result.manifest
+    assert m.row_count == 150_003
+    history = partition_history(store, "orders", DAYS[2], spec.checks.volume.trailing)
+    history.drift = build_reference(store, trailing_manifests(store, "orders", DAYS[2], 2),
+                                    ["amount", "status"])
+    again = run_checks(spec, [c.as_dict() for c in m.schema],
+                       store.iter_batches(m, columns=check_columns(spec)), history)
+    recorded = {name: c.as_dict() for name, c in m.checks.items()}
+    assert recorded == {name: json.loads(json.dumps(c.as_dict())) for name, c in again.items()}
+    assert outcome.checks == m.checks
+    # and the outcomes are not vacuous: each kind of failure was found, with its examples
+    assert recorded["key_unique"]["passed"] is False
+    assert recorded["key_unique"]["details"]["duplicate_rows"] == 3
+    assert recorded["key_unique"]["details"]["examples"] == [2065536, 2065537, 2140000]
+    assert recorded["not_null"]["details"]["null_rows"] == {"amount": 15}
+    assert recorded["column_rules_amount"]["details"]["rows_above_max"] > 0
+    assert recorded["column_rules_status"]["details"]["rows_not_accepted"] == 30
+    assert recorded["drift"]["details"]["columns"]["amount"]["figure"] is not None
