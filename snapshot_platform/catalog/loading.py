@@ -84,6 +84,11 @@ def parse_catalog(data: Any, path: str = "<memory>") -> Catalog:
             problems.append(f"{path}: {entry}: field '{field}': {msg}")
         raise CatalogError(problems) from None
     problems = []
+    for name, src in catalog.sources.items():
+        why = REGISTRY[src.kind].source.serial_reason
+        if src.parallelism > 1 and why:
+            problems.append(f"{path}: sources.{name}: field 'parallelism': a {src.kind} source reads a partition "
+                            f"over one connection: {why}")
     for name, snap in catalog.snapshots.items():
         if snap.source not in catalog.sources:
             known = ", ".join(sorted(catalog.sources)) or "none"

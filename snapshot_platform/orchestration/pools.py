@@ -1,7 +1,8 @@
 """Source query limits as Dagster concurrency pools.
 
 ``max_concurrent_queries`` is enforced as the limit of the source's Dagster concurrency pool
-(``source_<name>``, the pool of every snapshot asset reading from it): :func:`apply_pool_limits`
+(``source_<name>``, the pool of every snapshot asset reading from it; a source with ``parallelism: K``
+reads over K connections, so its pool admits ``max_concurrent_queries // K`` reads): :func:`apply_pool_limits`
 writes it into the instance (``snapshot-platform pools --apply`` before a backfill), and every
 snapshot step checks its own pool's limit when it starts and corrects it when it differs.
 """
@@ -19,7 +20,9 @@ def source_pool(source: str) -> str:
 
 
 def pool_limits(catalog: Catalog) -> dict[str, int]:
-    return {source_pool(name): spec.max_concurrent_queries for name, spec in catalog.sources.items()}
+    """Each source's pool limit: its reads at once (``max_concurrent_queries``, divided by the
+    ``parallelism`` connections each read holds)."""
+    return {source_pool(name): spec.reads_at_once for name, spec in catalog.sources.items()}
 
 
 def ensure_pool_limit(instance: Any, pool: str, limit: int) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from snapshot_platform.secrets import EnvRef, SecretOrLiteral
 from snapshot_platform.sources.sql import quote_identifier
@@ -45,6 +45,28 @@ class SourceSpecBase(StrictSpec):
     connect_timeout_s: float = Field(default=10, gt=0, le=600)
     max_concurrent_queries: int = Field(default=2, ge=1, le=64)
     max_attempts: int = Field(default=3, ge=1, le=10, description="attempts on transient errors")
+    parallelism: int = Field(
+        default=1, ge=1, le=64,
+        description="connections reading one partition together, in one database snapshot, split by key "
+        "ranges (PostgreSQL; the other engines refuse more than 1); at most max_concurrent_queries",
+    )
+
+    @field_validator("parallelism")
+    @classmethod
+    def _within_query_limit(cls, v: int, info: ValidationInfo) -> int:
+        limit = info.data.get("max_concurrent_queries")
+        if limit is not None and v > limit:
+            raise ValueError(
+                f"{v} connections per read exceed max_concurrent_queries ({limit}), the source's limit of "
+                "queries at once: raise max_concurrent_queries or lower parallelism"
+            )
+        return v
+
+    @property
+    def reads_at_once(self) -> int:
+        """Partitions read at once at most (the source's Dagster pool limit): each read holds
+        ``parallelism`` of the source's ``max_concurrent_queries`` connections."""
+        return max(1, self.max_concurrent_queries // self.parallelism)
 
 
 def no_literal_password_in_url(v: SecretOrLiteral | None) -> SecretOrLiteral | None:
@@ -208,6 +230,9 @@ class Source(abc.ABC):
     kind: str = ""
     # whether read() takes a change probe (catalog change_probe); engines without one refuse it
     supports_probe: bool = False
+    # why this engine reads a partition over one connection (the catalog refuses parallelism > 1,
+    # saying this); None where one partition can be read over several connections in one snapshot
+    serial_reason: str | None = "it has no way to share one database snapshot between connections"
 
     def __init__(self, name: str, spec: Any):
         self.name = name

@@ -89,6 +89,9 @@ def uses_snapshot_time(query: str) -> bool:
 
 class BigQuerySource(Source):
     kind = "bigquery"
+    serial_reason = ("separate BigQuery jobs share a point in time only through FOR SYSTEM_TIME AS OF on every "
+                     "table, which the query would have to spell; BigQuery already runs the query in "
+                     "parallel on its side")
     spec: BigQuerySourceSpec
 
     def describe(self) -> dict[str, Any]:

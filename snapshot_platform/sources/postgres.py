@@ -147,7 +147,15 @@ def _sqlstate_from_text(text: str) -> str | None:
 class PostgresSource(DbapiSource):
     kind = "postgres"
     supports_probe = True
+    serial_reason = None  # parallelism: K reads over K connections in one snapshot (postgres_parallel.py)
     spec: PostgresSourceSpec
+
+    def read(self, query: str | None, window: Window, key: list[str], probe: str | None = None) -> Any:
+        if query is not None and self.spec.parallelism > 1:
+            from snapshot_platform.sources.postgres_parallel import parallel_read
+
+            return parallel_read(self, query, window, key, probe)
+        return super().read(query, window, key, probe)
 
     def _url(self, refresh: bool = False) -> str:
         """The URL, with ``password:`` (a secret reference) put in when the spec gives one."""
@@ -248,6 +256,7 @@ class PostgresSource(DbapiSource):
         )
         cur.fetchall()
         cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self._began(cur)
         stage.name = "snapshot marker"
         state = self._marker(cur)
         if privileged:
@@ -268,7 +277,7 @@ class PostgresSource(DbapiSource):
         cur.execute(f"SELECT * FROM (\n{bound}\n) AS snapshot_query LIMIT 0")
         probe = cur.fetch_arrow_table().schema
         plan = transfer_plan(probe, **catalog_facts(cur, probe))
-        cur.execute(ordered(bound, key, select=plan.select))
+        cur.execute(ordered(self._part(cur, bound, key, plan), key, select=plan.select))
         return Opened(
             schema=plan.schema,
             chunks=cur.fetch_record_batch(),  # pull-based: memory bounded by the batch size
@@ -278,6 +287,17 @@ class PostgresSource(DbapiSource):
             cancel=cur.adbc_cancel,  # thread-safe by ADBC's contract
             fingerprint=fingerprint,
         )
+
+    # hooks of a parallel read (sources/postgres_parallel.py); a serial read does nothing in them
+
+    def _began(self, cur: Any) -> None:
+        """Right after BEGIN, before any query of the transaction (a parallel read's other
+        connections import the first one's snapshot here)."""
+
+    def _part(self, cur: Any, bound: str, key: list[str], plan: Any) -> str:
+        """The rows this connection streams: all of ``bound`` (a parallel read's connections: one
+        key range each, in the same snapshot)."""
+        return bound
 
     def _marker(self, cur: Any) -> dict[str, Any]:
         """The snapshot's marker as ``source_state``; refuses a replica further behind than allowed."""

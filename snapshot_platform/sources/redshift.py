@@ -166,6 +166,9 @@ def forget_iam_credentials() -> None:
 
 class RedshiftSource(DbapiSource):
     kind = "redshift"
+    serial_reason = ("Redshift has no pg_export_snapshot() / SET TRANSACTION SNAPSHOT, so separate "
+                     "connections cannot share one snapshot (and the cluster already spreads the query "
+                     "over its slices)")
     spec: RedshiftSourceSpec
 
     def _conn_params(self, refresh: bool = False) -> dict[str, Any]:

@@ -153,6 +153,10 @@ def arrow_type(type_code: int, precision: int | None, scale: int | None) -> pa.D
 
 class SnowflakeSource(DbapiSource):
     kind = "snowflake"
+    serial_reason = ("separate Snowflake sessions share a point in time only through time travel on every "
+                     "table (AT(TIMESTAMP => ...)), which the query would have to spell; the warehouse "
+                     "already runs the query in parallel and the connector fetches its result chunks in "
+                     "parallel")
     spec: SnowflakeSourceSpec
 
     def describe(self) -> dict[str, Any]:

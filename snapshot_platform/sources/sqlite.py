@@ -140,6 +140,8 @@ class _Column:
 
 class SqliteSource(Source):
     kind = "sqlite"
+    serial_reason = ("a second SQLite connection cannot share the first one's read transaction, and a local "
+                     "file gains nothing from more connections")
     supports_probe = True
     spec: SqliteSourceSpec
 
