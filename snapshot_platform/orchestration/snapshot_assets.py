@@ -101,7 +101,7 @@ def build_snapshot_asset(
     source_key = source_resource_key(spec.source)
     if source_resource is None:
         source_resource = make_source_resource(spec.source, catalog.sources[spec.source])
-    max_queries = catalog.sources[spec.source].max_concurrent_queries
+    max_queries = catalog.sources[spec.source].reads_at_once  # the pool's limit: reads, each of `parallelism` queries
     description = spec.description or f"Snapshot of the {spec.source} query {name}"
 
     pdef = partitions_def(spec.partitions)
@@ -139,7 +139,7 @@ def build_snapshot_asset(
         snapshot_store: SnapshotStoreResource = context.resources.snapshot_store
         try:  # max_concurrent_queries is the pool's limit: correct it if the instance has another
             if ensure_pool_limit(context.instance, source_pool(spec.source), max_queries):
-                context.log.info(f"pool {source_pool(spec.source)}: limit set to {max_queries} (max_concurrent_queries)")
+                context.log.info(f"pool {source_pool(spec.source)}: limit set to {max_queries} (max_concurrent_queries / parallelism)")
         except Exception as exc:  # never fail a snapshot over this; the pool keeps its current limit
             context.log.warning(f"pool {source_pool(spec.source)}: could not set its limit: {type(exc).__name__}")
         if getattr(catalog.sources[spec.source], "allow_privileged_role", False):
