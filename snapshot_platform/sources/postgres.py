@@ -99,6 +99,8 @@ def _cancelled_by_user(exc: BaseException) -> bool:
     return "canceling statement due to user request" in str(exc)
 
 
+_BATCH_BYTES = 4 * 1024 * 1024
+
 _TIMESTAMPTZ = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}\+00")
 
 
@@ -277,6 +279,10 @@ class PostgresSource(DbapiSource):
         cur.execute(f"SELECT * FROM (\n{bound}\n) AS snapshot_query LIMIT 0")
         probe = cur.fetch_arrow_table().schema
         plan = transfer_plan(probe, **catalog_facts(cur, probe))
+        # batches of about 4 MB (the driver's default: 16 MB): a few are in flight at once (decoded,
+        # queued, written), so smaller ones lower the peak memory; the bytes written do not depend on
+        # the batch sizes (row groups and parts are cut by rows and keys)
+        cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(_BATCH_BYTES)})
         cur.execute(ordered(self._part(cur, bound, key, plan), key, select=plan.select))
         return Opened(
             schema=plan.schema,
