@@ -248,6 +248,28 @@ class _Worker(PostgresSource):
                 continue
         return False
 
+    def _hand_over(self, spill: _Spill) -> bool:
+        """The rows set aside, finished, into the queue: before any row read after them."""
+        try:
+            spill.finish()
+        except OSError as exc:
+            spill.close()
+            raise self.team.spill_error(exc) from None
+        if self._put(spill):
+            return True
+        spill.close()
+        return False
+
+    def _set_aside(self, spill: _Spill | None, batch: pa.RecordBatch) -> _Spill:
+        try:
+            spill = spill if spill is not None else _Spill(batch.schema)
+            spill.write(batch)
+        except OSError as exc:
+            if spill is not None:
+                spill.close()
+            raise self.team.spill_error(exc) from None
+        return spill
+
     def _run(self) -> None:
         spill: _Spill | None = None
         try:
@@ -258,28 +280,19 @@ class _Worker(PostgresSource):
                         if self.team.stop.is_set():
                             return
                         if not self.reached.is_set():
-                            if spill is None:
-                                spill = _Spill(batch.schema)
-                            try:
-                                spill.write(batch)
-                            except OSError as exc:
-                                raise self.team.spill_error(exc) from None
+                            spill = self._set_aside(spill, batch)
                             continue
-                        if spill is not None:  # the writer got here: the rows set aside first
-                            spill.finish()
-                            spill, handed = None, spill
-                            if not self._put(handed):
-                                handed.close()
+                        if spill is not None:  # the writer got here: the rows set aside go first
+                            spill, held = None, spill
+                            if not self._hand_over(held):
                                 return
                         if not self._put(batch):
                             return
                 finally:
                     batches.close()  # in this thread, before the connection closes
             if spill is not None:
-                spill.finish()
-                spill, handed = None, spill
-                if not self._put(handed):
-                    handed.close()
+                spill, held = None, spill
+                if not self._hand_over(held):
                     return
             self._put(_DONE)
         except BaseException as exc:  # recorded; the writer raises the first failure of the read

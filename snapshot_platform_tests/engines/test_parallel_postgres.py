@@ -213,3 +213,30 @@ def test_split_points_come_from_one_sample_of_the_snapshot(pg_database: str, mon
     assert len(points) == 3 and points == sorted(points)
     for i, p in enumerate(points, start=1):
         assert abs(p - 50_000 * i) < 10_000, points
+
+
+def test_rows_that_cannot_be_set_aside_fail_the_read_naming_the_folder(
+        pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection ahead of the writer sets its rows aside in $TMPDIR; when that fails (here: the
+    temporary folder is a file), the read fails saying where and what to do, and leaks nothing."""
+    from snapshot_platform import capture
+    from snapshot_platform.orchestration.partitions import window_for
+    from snapshot_platform.sources import make_source
+
+    monkeypatch.setattr(postgres_parallel, "MIN_ROWS_PER_CONNECTION", 1_000)
+    _fill(pg_database, 9_000)
+    not_a_folder = tmp_path / "not-a-folder"
+    not_a_folder.write_text("")
+    monkeypatch.setattr("tempfile.tempdir", str(not_a_folder))
+    catalog = _catalog(pg_database, 2, ["id"])
+    spec = catalog.snapshots["events"]
+
+    def slow_writer(rows: int, _bytes: int) -> None:
+        if rows:  # the writer dwells on the first range: the second connection runs ahead
+            time.sleep(0.5)
+
+    store = SnapshotStore(str(tmp_path / "store"))
+    with pytest.raises(SourceError, match=rf"could not set rows aside in the temporary folder {not_a_folder}"):
+        capture.take_snapshot(spec, make_source("pg", catalog.sources["pg"]), window_for(spec.partitions, DAY),
+                              store, name="events", partition_key=DAY, progress=slow_writer)
+    assert _our_sessions(pg_database) == [] and _range_threads() == []
