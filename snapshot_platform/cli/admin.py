@@ -16,7 +16,8 @@ from snapshot_platform.cli.common import catalog_of
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def pools(ctx: click.Context, apply_: bool, as_json: bool) -> None:
-    """Each source's max_concurrent_queries as the limit of its Dagster pool (source_<name>)."""
+    """Each source's max_concurrent_queries (divided by its parallelism: reads of K connections) as the
+    limit of its Dagster pool (source_<name>)."""
     from snapshot_platform.orchestration.pools import apply_pool_limits, pool_limits
 
     catalog = catalog_of(ctx)
