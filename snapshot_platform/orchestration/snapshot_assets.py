@@ -1,20 +1,37 @@
 """One time-partitioned asset ``snapshots/<name>`` per catalog entry."""
 
+import os
 import warnings
+from typing import Any, Iterator, Mapping
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetMaterialization,
+    AssetRecordsFilter,
     AssetsDefinition,
+    BackfillPolicy,
     BetaWarning,
     Config,
     DataVersion,
     MaterializeResult,
     MetadataValue,
+    Output,
+    TimeWindow,
     asset,
 )
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_IS_USER_PROVIDED_TAG,
+    DATA_VERSION_TAG,
+)
+from dagster._core.storage.tags import BACKFILL_ID_TAG
 
 from snapshot_platform.capture import SnapshotOutcome, code_version, take_snapshot
 from snapshot_platform.catalog import Catalog, SnapshotSpec
@@ -54,6 +71,45 @@ def check_results(name: str, outcome: SnapshotOutcome) -> list[AssetCheckResult]
                          if check_name == DRIFT_CHECK else {})},
         ))
     return results
+
+
+def check_evaluations(context: AssetExecutionContext, name: str, partition_key: str, outcome: SnapshotOutcome,
+                      blocking: Mapping[str, bool]) -> Iterator[AssetCheckEvaluation]:
+    """One partition's check results in a ranged run, each recorded under its own partition.
+
+    What Dagster derives from an ``AssetCheckResult`` in a one-partition run (the partition, the
+    materialization checked), given explicitly: a ranged run has no single partition. Call it right
+    after the partition's materialization was reported, so that it is the one the results point at.
+    """
+    record = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=snapshot_key(name), asset_partitions=[partition_key]), limit=1
+    ).records
+    target = AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record[0].storage_id, run_id=record[0].run_id, timestamp=record[0].timestamp
+    ) if record else None
+    for r in check_results(name, outcome):
+        yield AssetCheckEvaluation(
+            asset_key=snapshot_key(name), check_name=r.check_name, passed=r.passed, metadata=r.metadata,
+            target_materialization_data=target, severity=r.severity, blocking=blocking.get(r.check_name, False),
+            partition=partition_key,
+        )
+
+
+BACKFILL_PARTITIONS_ENV = "SNAPSHOT_PLATFORM_BACKFILL_PARTITIONS_PER_RUN"
+DEFAULT_BACKFILL_PARTITIONS_PER_RUN = 30
+
+
+def backfill_policy() -> BackfillPolicy:
+    """A backfill of a snapshot asset runs up to N partitions per run, one after another in one step
+    (N: ``$SNAPSHOT_PLATFORM_BACKFILL_PARTITIONS_PER_RUN``, default 30; 1 gives a run per partition)."""
+    raw = os.environ.get(BACKFILL_PARTITIONS_ENV, "").strip()
+    try:
+        n = int(raw) if raw else DEFAULT_BACKFILL_PARTITIONS_PER_RUN
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{BACKFILL_PARTITIONS_ENV}={raw!r}: expected a whole number of partitions, at least 1")
+    return BackfillPolicy.multi_run(max_partitions_per_run=n)
 
 
 class SnapshotRunConfig(Config):
@@ -106,6 +162,43 @@ def build_snapshot_asset(
 
     pdef = partitions_def(spec.partitions)
 
+    checks = check_defs(spec)
+    blocking = {d.name: d.blocking for d in checks}
+
+    def snapshot_one(context: AssetExecutionContext, config: SnapshotRunConfig, partition_key: str,
+                     tw: TimeWindow) -> SnapshotOutcome:
+        """Snapshot one partition (its window computed once, by the caller) and log what happened."""
+        outcome = take_snapshot(
+            spec,
+            getattr(context.resources, source_key).get_source(),
+            Window(tw.start, tw.end),
+            context.resources.snapshot_store.get_store(),
+            name=name,
+            partition_key=partition_key,
+            dagster_run_id=context.run_id,
+            progress=ProgressLog(context, f"{name}/{partition_key}"),
+            accept_late=config.accept_late,
+        )
+        m = outcome.result.manifest
+        if outcome.result.created:
+            context.log.info(
+                f"published {name}/{partition_key} version {m.version}: "
+                f"{m.row_count} rows in {outcome.seconds:.1f}s"
+            )
+        else:
+            context.log.info(
+                f"{name}/{partition_key}: the source returned the same data as published "
+                f"version {m.version}; nothing new was written"
+            )
+        undescribed = sorted(set(spec.columns) - {c.name for c in m.schema})
+        if undescribed:
+            context.log.warning(f"{name}: the catalog describes columns the query does not return: "
+                                f"{', '.join(undescribed)}")
+        failed = [n for n, c in outcome.checks.items() if not c.passed]
+        if failed:
+            context.log.warning(f"{name}/{partition_key} version {m.version}: checks failed: {', '.join(failed)}")
+        return outcome
+
     @asset(
         key=snapshot_key(name),
         description=description,
@@ -117,6 +210,11 @@ def build_snapshot_asset(
         group_name=SNAPSHOT_PREFIX,
         io_manager_key=IO_MANAGER_KEY,
         pool=source_pool(spec.source),
+        # a backfill snapshots up to this many partitions in one run, one after another (one pool slot)
+        backfill_policy=backfill_policy(),
+        # a ranged run reports each partition's materialization itself (AssetMaterialization events),
+        # not through the output, which would give every partition of the range the same metadata
+        output_required=False,
         # the source is a resource of its own (one shared object per source, see build_snapshot_assets)
         resource_defs={source_key: source_resource},
         required_resource_keys={SNAPSHOT_STORE_RESOURCE_KEY},
@@ -126,7 +224,7 @@ def build_snapshot_asset(
             # 'skipped' row beside every result, and automation cannot tell which partition failed)
             AssetCheckSpec(d.name, asset=snapshot_key(name), blocking=d.blocking, description=d.description,
                            partitions_def=pdef)
-            for d in check_defs(spec)
+            for d in checks
         ],
         metadata={
             "query": MetadataValue.md(f"```sql\n{spec.query.strip()}\n```"),
@@ -135,7 +233,7 @@ def build_snapshot_asset(
             "cadence": spec.partitions.cadence,
         },
     )
-    def _snapshot(context: AssetExecutionContext, config: SnapshotRunConfig) -> MaterializeResult:
+    def _snapshot(context: AssetExecutionContext, config: SnapshotRunConfig) -> Iterator[Any]:
         snapshot_store: SnapshotStoreResource = context.resources.snapshot_store
         try:  # max_concurrent_queries is the pool's limit: correct it if the instance has another
             if ensure_pool_limit(context.instance, source_pool(spec.source), max_queries):
@@ -147,41 +245,32 @@ def build_snapshot_asset(
                 f"source {spec.source}: allow_privileged_role is true, so it may read as a superuser or a role "
                 "that can write; the read-only session is then the only guard (the source's state records it)"
             )
-        tw = context.partition_time_window  # the window, computed once: from the run's partition
-        outcome = take_snapshot(
-            spec,
-            getattr(context.resources, source_key).get_source(),
-            Window(tw.start, tw.end),
-            snapshot_store.get_store(),
-            name=name,
-            partition_key=context.partition_key,
-            dagster_run_id=context.run_id,
-            progress=ProgressLog(context, f"{name}/{context.partition_key}"),
-            accept_late=config.accept_late,
-        )
-        m = outcome.result.manifest
-        if outcome.result.created:
-            context.log.info(
-                f"published {name}/{context.partition_key} version {m.version}: "
-                f"{m.row_count} rows in {outcome.seconds:.1f}s"
+        if context.has_partition_key:  # one partition: its window from the run's partition
+            outcome = snapshot_one(context, config, context.partition_key, context.partition_time_window)
+            yield MaterializeResult(
+                metadata=snapshot_metadata(outcome, snapshot_store.get_store(), spec.columns),
+                data_version=DataVersion(outcome.result.manifest.version),
+                check_results=check_results(name, outcome),
             )
-        else:
-            context.log.info(
-                f"{name}/{context.partition_key}: the source returned the same data as published "
-                f"version {m.version}; nothing new was written"
+            return
+        # a partition range (a backfill run): each partition in turn, each reported on its own
+        keys = list(context.partition_keys)
+        context.log.info(f"{name}: {len(keys)} partitions in this run, {keys[0]} to {keys[-1]}, one after another")
+        tags = {CODE_VERSION_TAG: code_version(spec), DATA_VERSION_IS_USER_PROVIDED_TAG: "true",
+                **({BACKFILL_ID_TAG: context.run.tags[BACKFILL_ID_TAG]} if BACKFILL_ID_TAG in context.run.tags else {})}
+        for i, pk in enumerate(keys):
+            outcome = snapshot_one(context, config, pk, pdef.time_window_for_partition_key(pk))
+            last = i == len(keys) - 1  # the table of every partition once, on the range's last one
+            yield AssetMaterialization(
+                asset_key=snapshot_key(name),
+                partition=pk,
+                metadata=snapshot_metadata(outcome, snapshot_store.get_store() if last else None, spec.columns),
+                tags={**tags, DATA_VERSION_TAG: outcome.result.manifest.version},
             )
-        undescribed = sorted(set(spec.columns) - {c.name for c in m.schema})
-        if undescribed:
-            context.log.warning(f"{name}: the catalog describes columns the query does not return: "
-                                f"{', '.join(undescribed)}")
-        failed = [n for n, c in outcome.checks.items() if not c.passed]
-        if failed:
-            context.log.warning(f"{name}/{context.partition_key} version {m.version}: checks failed: {', '.join(failed)}")
-        return MaterializeResult(
-            metadata=snapshot_metadata(outcome, snapshot_store.get_store(), spec.columns),
-            data_version=DataVersion(m.version),
-            check_results=check_results(name, outcome),
-        )
+            yield from check_evaluations(context, name, pk, outcome, blocking)
+        # the checks' own (empty) outputs, which an AssetCheckResult would have emitted
+        for output_name in context.assets_def.check_specs_by_output_name:
+            yield Output(None, output_name=output_name)
 
     return _snapshot
 
