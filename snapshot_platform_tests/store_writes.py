@@ -1,6 +1,7 @@
 """What the store tests and the CLI tests share (unit/test_store.py, integration/test_store_processes.py,
-integration/test_cli.py): tables to publish, the manifest fields a caller of SnapshotStore.publish
-supplies, and a writer process to kill mid-stream."""
+integration/test_cli.py, integration/test_retention.py): tables to publish, the manifest fields a
+caller of SnapshotStore.publish supplies, a version rewritten in the layout before shared parts, and a
+writer process to kill mid-stream."""
 
 from __future__ import annotations
 
@@ -32,6 +33,28 @@ def batches_of(table: pa.Table, size: int) -> list[pa.RecordBatch]:
 def publish(store: SnapshotStore, table: pa.Table, batch_rows: int = 1000, asset: str = ASSET,
             partition: str = PARTITION, **fields: Any):
     return store.publish(asset, partition, table.schema, batches_of(table, batch_rows), manifest_fields(**fields))
+
+
+def old_layout(store: SnapshotStore, m: Any) -> Any:
+    """Rewrite the published version ``m`` as releases before shared parts wrote it: format 2, its
+    parts copied into its own folder as ``part-00000.parquet`` ..., ``files[].path`` relative to
+    that folder (the version id is the same: it digests the schema and the parts' hashes). The
+    shared copies stay where they are. Returns the manifest read back."""
+    import shutil
+    from pathlib import Path
+
+    from snapshot_platform.store import MANIFEST_NAME, Manifest
+
+    folder = Path(str(store.version_dir(m.asset, m.partition, m.version)))
+    files = []
+    for i, f in enumerate(m.files):
+        name = f"part-{i:05d}.parquet"
+        shutil.copyfile(str(store.part_path(m, f)), folder / name)
+        files.append({**f.as_dict(), "path": name})
+    doc = {**m.as_dict(), "format_version": 2, "files": files,
+           "writer": {k: v for k, v in (m.writer or {}).items() if not k.startswith("part_") or k == "part_rows"}}
+    (folder / MANIFEST_NAME).write_bytes(Manifest.from_dict(doc, where="old layout").to_json())
+    return store.read_manifest(m.asset, m.partition, m.version)
 
 
 def manifest_fields(**override: Any) -> dict[str, Any]:

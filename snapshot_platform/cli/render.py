@@ -128,7 +128,7 @@ def gc_report(found: list[Any], dry_run: bool, older_than: Any) -> None:
             action = "removed"
         elif f.stale:
             action = "would remove"
-        elif f.kind == "staging":
+        elif f.kind in ("staging", "intent"):
             action = "kept (young: a writer may be at work)"
         else:
             action = "kept (no manifest: invisible; the next publish of this content completes it)"

@@ -67,7 +67,7 @@ def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool, allow
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         from snapshot_platform.capture import take_snapshot
-        from snapshot_platform.orchestration.partitions import PartitionKeyError, window_for
+        from snapshot_platform.catalog.windows import PartitionKeyError, window_for
         from snapshot_platform.sources import make_source
 
         catalog = catalog_of(ctx)
@@ -284,18 +284,20 @@ def _retention(ctx: click.Context, keep_last: int, keep_within: Any, grace: Any,
     from snapshot_platform.store.retention import apply_retention, pinned_versions
 
     pinned = pinned_versions(tracking(tracking_uri))
-    items = apply_retention(store_of(ctx), keep_last, keep_within, pinned, dry_run=dry_run, grace=grace)
-    gone = [i for i in items if i.deleted or dry_run]
-    freed = sum(i.bytes for i in gone)
+    done = apply_retention(store_of(ctx), keep_last, keep_within, pinned, dry_run=dry_run, grace=grace)
+    gone = [i for i in done.items if i.deleted or dry_run]
+    freed = done.bytes_freed  # a shared part is freed once no manifest references it (store/retention.py)
     if as_json:
         render.emit({"dry_run": dry_run, "deleted": [i.as_dict() for i in gone], "bytes_freed": 0 if dry_run else freed,
+                     "parts_deleted": 0 if dry_run else len(done.sweep.parts),
                      **({"would_free": freed} if dry_run else {})})
         return
     verb = "would delete" if dry_run else "deleted"
     for i in gone:
         click.echo(f"{verb} {i.asset}/{i.partition} version {i.version} (created {i.created_at}, {i.bytes:,} bytes)")
     click.echo(f"{verb} {render.plural(len(gone), 'version')}, {freed:,} bytes "
-               f"{'would be ' if dry_run else ''}freed ({len(pinned)} pinned by MLflow runs)")
+               f"{'would be ' if dry_run else ''}freed ({render.plural(len(done.sweep.parts), 'shared part')} "
+               f"no version references any more; {len(pinned)} pinned by MLflow runs)")
 
 
 @click.command(name="diff")

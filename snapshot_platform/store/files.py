@@ -5,10 +5,12 @@ Shared by the store's read, verify, publish and gc code. Plain library: no Dagst
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import posixpath
 from pathlib import Path
+from typing import Any
 
 from upath import UPath
 
@@ -80,6 +82,28 @@ def listdir(p: UPath) -> list[UPath]:
 def file_names(p: UPath) -> list[str]:
     """Names of every entry (files and folders) directly in ``p``."""
     return _entries(p, folders_only=False)
+
+
+# where each fsspec backend's listing already carries the modification time (s3fs, adlfs, gcsfs,
+# local/memory): reading it from the listing saves a HEAD request per file
+_LISTED_TIME_KEYS = ("LastModified", "last_modified", "updated", "mtime", "created")
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+
+
+def modified_time(fs: Any, name: str, info: dict[str, Any]) -> dt.datetime:
+    """When the object ``name`` was last written (UTC), from its listing entry ``info`` if it says."""
+    for k in _LISTED_TIME_KEYS:
+        v = info.get(k)
+        if isinstance(v, dt.datetime):
+            return _utc(v)
+        if isinstance(v, str) and v:
+            return _utc(dt.datetime.fromisoformat(v.replace("Z", "+00:00")))
+        if isinstance(v, (int, float)) and k == "mtime":
+            return dt.datetime.fromtimestamp(v, dt.timezone.utc)
+    return _utc(fs.modified(name))
 
 
 def fsync_dir(p: Path) -> None:

@@ -1,14 +1,16 @@
 """Reclaim the space crashed writers left behind, without touching anything a reader can see.
 
 A writer killed mid-snapshot leaves its private staging folder (``<root>/.staging/<uuid>/``) and,
-on local disk, folders set aside as ``.staging/abandoned-<uuid>``. Neither is ever read. This
+on local disk, folders set aside as ``.staging/abandoned-<uuid>``. Neither is ever read. It also
+finds publish intents (``<root>/.intents/``, store/retention.py) a killed publisher left. This
 removes those whose newest file is older than a threshold (a writer still at work keeps writing
 its current part, so its folder stays young); a writer slower than the threshold then fails at
 publish, cleanly, and publishes nothing.
 
-Version folders without a manifest (a writer died between placing its parts and writing the
-manifest) are reported, never removed: they are invisible to readers, and the next publisher of
-the same content adopts them, so removing one could race with that publisher.
+Version folders without a manifest (a writer of an earlier release, which kept the parts in the
+version folder, died before writing its manifest) are reported, never removed: they are invisible
+to readers, and the next publisher of the same version sets them aside. Shared parts no manifest
+references are deleted by retention's sweep (store/retention.py), not here.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from typing import Any, Iterator
 from upath import UPath
 
 from snapshot_platform.store import manifest as mf
-from snapshot_platform.store.files import STAGING, fs_path, is_local, listdir
+from snapshot_platform.store import retention
+from snapshot_platform.store.files import STAGING, file_names, fs_path, is_local, listdir, modified_time
 from snapshot_platform.store.store import SnapshotStore
 
 
 @dataclass(frozen=True)
 class Leftover:
-    kind: str  # "staging" (removable) or "incomplete_version" (reported only)
+    kind: str  # "staging", "intent" (removable when stale) or "incomplete_version" (reported only)
     uri: str
     files: int
     bytes: int
@@ -39,27 +42,6 @@ class Leftover:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# where each fsspec backend's listing already carries the modification time (s3fs, adlfs, gcsfs,
-# local/memory): reading it from the listing saves a HEAD request per file
-_LISTED_TIME_KEYS = ("LastModified", "last_modified", "updated", "mtime", "created")
-
-
-def _utc(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
-
-
-def _modified(fs: Any, name: str, info: dict[str, Any]) -> dt.datetime:
-    for k in _LISTED_TIME_KEYS:
-        v = info.get(k)
-        if isinstance(v, dt.datetime):
-            return _utc(v)
-        if isinstance(v, str) and v:
-            return _utc(dt.datetime.fromisoformat(v.replace("Z", "+00:00")))
-        if isinstance(v, (int, float)) and k == "mtime":
-            return dt.datetime.fromtimestamp(v, dt.timezone.utc)
-    return _utc(fs.modified(name))
 
 
 def _entries(folder: UPath) -> Iterator[tuple[bool, int, dt.datetime]]:
@@ -78,7 +60,7 @@ def _entries(folder: UPath) -> Iterator[tuple[bool, int, dt.datetime]]:
     for name, info in fs.find(path, detail=True).items():
         if info.get("type") == "directory":
             continue
-        yield True, int(info.get("size") or 0), _modified(fs, name, info)
+        yield True, int(info.get("size") or 0), modified_time(fs, name, info)
 
 
 def _leftover(store: SnapshotStore, kind: str, folder: UPath, now: dt.datetime) -> Leftover:
@@ -91,8 +73,31 @@ def _leftover(store: SnapshotStore, kind: str, folder: UPath, now: dt.datetime) 
                     (now - newest).total_seconds() if newest else None)
 
 
+def _intents(store: SnapshotStore, now: dt.datetime) -> list[tuple[Leftover, UPath]]:
+    """The publish intents (store/retention.py): a young one belongs to a publish at work."""
+    out = []
+    folder = store.root / retention.INTENTS
+    for name in file_names(folder):
+        if not name.endswith(".json"):
+            continue
+        p = folder / name
+        try:
+            if store.local:
+                st = Path(str(p)).stat()
+                size, modified = st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)
+            else:
+                info = p.fs.info(fs_path(p))
+                size, modified = int(info.get("size") or 0), modified_time(p.fs, fs_path(p), info)
+        except FileNotFoundError:  # its publish finished meanwhile
+            continue
+        out.append((Leftover("intent", store.uri(p), 1, size, modified.isoformat(),
+                             (now - modified).total_seconds()), p))
+    return out
+
+
 def _find(store: SnapshotStore, now: dt.datetime) -> list[tuple[Leftover, UPath]]:
     found = [(_leftover(store, "staging", d, now), d) for d in listdir(store.root / STAGING)]
+    found += _intents(store, now)
     for asset in store.assets():
         for partition in store.partitions(asset):
             for d in listdir(store.partition_dir(asset, partition)):
@@ -116,9 +121,12 @@ def collect_garbage(store: SnapshotStore, older_than: dt.timedelta, dry_run: boo
         raise ValueError("older_than must be positive: a younger staging folder may belong to a writer at work")
     out = []
     for item, folder in _find(store, now or dt.datetime.now(dt.timezone.utc)):
-        if item.kind == "staging" and item.age_s is not None and item.age_s > older_than.total_seconds():
+        if item.kind in ("staging", "intent") and item.age_s is not None and item.age_s > older_than.total_seconds():
             item = replace(item, stale=True)
-            if not dry_run:
+            if not dry_run and item.kind == "intent":
+                retention.remove_intent(store, folder)  # its parts become sweepable (retention)
+                item = replace(item, removed=True)
+            elif not dry_run:
                 store._remove(folder, quiet=False)
                 item = replace(item, removed=True)
         out.append(item)

@@ -15,10 +15,14 @@ import pyarrow as pa
 
 # 1: the first layout. 2: each schema entry may carry ``source_type`` (the column's database type),
 # and types without an exact Arrow equivalent are kept as the server's canonical text or refused
-# (docs/sources.md has each engine's table). Format 1 manifests stay readable.
-FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)
+# (docs/sources.md has each engine's table). 3: the parts are shared, content-addressed files
+# under <root>/parts/ (part_path), each ``files[].path`` relative to the storage root; formats 1 and 2
+# keep their parts in the version folder. Every format stays readable.
+FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
+SHARED_PARTS_FORMAT = 3  # from this format on, files[].path names a shared part (part_path)
 MANIFEST_NAME = "manifest.json"
+PARTS_DIR = "parts"
 
 REQUIRED_FIELDS = (
     "format_version",
@@ -79,6 +83,14 @@ def version_id(schema: pa.Schema, file_hashes: list[str]) -> str:
     return h.hexdigest()[:20]
 
 
+def part_path(sha256: str) -> str:
+    """Where a shared part lives, relative to the storage root: ``parts/<sha256[:2]>/<sha256>.parquet``.
+
+    One file per content: every version (of any snapshot or partition) whose part has these bytes
+    references this one file (format 3 manifests)."""
+    return f"{PARTS_DIR}/{sha256[:2]}/{sha256}.parquet"
+
+
 def validate(manifest: Any, where: str) -> None:
     """Refuse a manifest whose fields a reader relies on are missing or of the wrong kind.
 
@@ -127,12 +139,17 @@ def validate(manifest: Any, where: str) -> None:
         if (not isinstance(p, str) or not p or p.startswith("/") or "\\" in p
                 or any(c in ("", ".", "..") for c in p.split("/")) or p == MANIFEST_NAME):
             raise ManifestError(f"{where}: files[{i}].path {p!r} must be a plain relative path")
-        if p in seen:
+        if p in seen and manifest["format_version"] < SHARED_PARTS_FORMAT:
+            # format 3 may list one shared part twice: two runs of identical rows give identical parts
             raise ManifestError(f"{where}: files[{i}].path {p!r} is listed twice")
         seen.add(p)
         if not (isinstance(f["sha256"], str) and len(f["sha256"]) == 64
                 and all(ch in "0123456789abcdef" for ch in f["sha256"])):
             raise ManifestError(f"{where}: files[{i}].sha256 must be 64 lowercase hex digits")
+        if manifest["format_version"] >= SHARED_PARTS_FORMAT and p != part_path(f["sha256"]):
+            # a shared part is named by its content: a manifest cannot point at any other file
+            raise ManifestError(f"{where}: files[{i}].path {p!r} must be {part_path(f['sha256'])!r} "
+                                f"(format {manifest['format_version']}: the shared part of its sha256)")
         for k in ("bytes", "rows"):
             if not _is_count(f[k]):
                 raise ManifestError(f"{where}: files[{i}].{k} must be a non-negative integer")
@@ -202,7 +219,8 @@ class FileEntry(JsonObject):
     """One Parquet part of a version (``files[]``)."""
 
     path: str
-    """Relative to the version folder, e.g. ``part-00000.parquet``."""
+    """Format 3: relative to the storage root, the shared part ``parts/<sha256[:2]>/<sha256>.parquet``
+    (:func:`part_path`); formats 1 and 2: relative to the version folder, e.g. ``part-00000.parquet``."""
     sha256: str
     """64 lowercase hex digits of the file's bytes."""
     bytes: int
@@ -271,11 +289,12 @@ class Manifest(JsonObject):
     """``manifest.json``: the record of one published version (docs/architecture.md, "The manifest").
 
     Read with :meth:`from_json` (validated: a :class:`ManifestError` names the file and the field),
-    written with :meth:`to_json`. Formats 1 and 2 are read; keys this release does not know are kept.
+    written with :meth:`to_json`. Formats 1 to 3 are read; keys this release does not know are kept.
     """
 
     format_version: int
-    """``2`` is written; ``1`` and ``2`` are read (format 2 adds ``source_type`` to schema entries)."""
+    """``3`` is written; ``1``, ``2`` and ``3`` are read (format 2 adds ``source_type`` to schema
+    entries; format 3 keeps the parts as shared files under ``<root>/parts/``)."""
     asset: str
     """The snapshot's name: the folder ``<asset>/<partition>/<version>/`` the manifest must sit in."""
     partition: str
@@ -308,7 +327,9 @@ class Manifest(JsonObject):
     code_version: str | None = None
     library_versions: Mapping[str, str] | None = None
     writer: Mapping[str, Any] | None = None
-    """``format``, ``compression``, ``compression_level``, ``row_group_rows``, ``part_rows``."""
+    """``format``, ``compression``, ``compression_level``, ``row_group_rows``, ``part_rows``; since
+    format 3 also how parts were cut: ``part_boundaries`` (``key-hash-1``), ``part_min_rows``,
+    ``part_boundary_modulus`` (store/boundaries.py)."""
     checks: Mapping[str, CheckOutcome] | None = None
     """Check name -> its recorded outcome (absent in manifests written before the checks were)."""
     as_of: str | None = None
@@ -339,6 +360,11 @@ class Manifest(JsonObject):
         if name == "key" and v is not None:
             return list(v)
         return v
+
+    @property
+    def shared_parts(self) -> bool:
+        """Its parts are shared files under ``<root>/parts/`` (format 3), not in its version folder."""
+        return self.format_version >= SHARED_PARTS_FORMAT
 
     @property
     def where(self) -> str:

@@ -1,8 +1,9 @@
 """The write path: stage, hash, check, place, manifest last (docs/architecture.md, "The publish protocol").
 
 Parts go to a private staging folder first and are hashed as they are written; the version id
-follows from the hashes; the folder is moved into place (a rename on local disk, copies on object
-stores); ``manifest.json`` is created last and only if absent (a hard link on local disk, a
+follows from the hashes; each part is placed once per content under ``<root>/parts/`` (a hard link
+on local disk, a server-side copy on object stores; a part already there is not written again);
+``manifest.json`` is created last and only if absent (a hard link on local disk, a
 conditional create on object stores). Readers only believe folders that have a manifest, so a
 writer killed at any instant leaves nothing a reader can mistake for a snapshot.
 
@@ -29,7 +30,7 @@ from upath import UPath
 from snapshot_platform.store import retention
 from snapshot_platform.store import backends
 from snapshot_platform.store import manifest as mf
-from snapshot_platform.store.files import STAGING, fs_path, fsync_dir, sha256_of
+from snapshot_platform.store.files import MANIFEST_TMP_PREFIX, STAGING, fs_path, fsync_dir
 from snapshot_platform.store.manifest import CheckOutcome, Manifest
 from snapshot_platform.store.writer import WrittenData, prefetch, storage_write_error, write_parts
 
@@ -60,7 +61,7 @@ def publish(
     staging = store.root / STAGING / uuid.uuid4().hex
     try:
         with prefetch(batches, prefetch_depth, cancel) as pulled:
-            written = _write_staging(store, staging, schema, pulled)
+            written = _write_staging(store, staging, schema, pulled, fields.get("key"))
         version = mf.version_id(schema, [p.sha256 for p in written.parts])
         final = store.version_dir(asset, partition, version)
         existing = store._try_manifest(final)
@@ -81,7 +82,7 @@ def publish(
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "row_count": written.row_count,
             "files": [
-                {"path": p.path, "sha256": p.sha256, "bytes": p.bytes, "rows": p.rows}
+                {"path": mf.part_path(p.sha256), "sha256": p.sha256, "bytes": p.bytes, "rows": p.rows}
                 for p in written.parts
             ],
             "schema": mf.schema_to_json(schema, source_types),
@@ -106,7 +107,8 @@ def publish(
         store._remove(staging)
 
 
-def _write_staging(store: Any, staging: UPath, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> WrittenData:
+def _write_staging(store: Any, staging: UPath, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
+                   key: list[str] | None = None) -> WrittenData:
     try:
         staging.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -115,7 +117,8 @@ def _write_staging(store: Any, staging: UPath, schema: pa.Schema, batches: Itera
     def open_part(name: str) -> Any:
         return (staging / name).open("wb")
 
-    return write_parts(batches, schema, open_part, store.settings, where=lambda name: store.uri(staging / name))
+    return write_parts(batches, schema, open_part, store.settings, where=lambda name: store.uri(staging / name),
+                       key=key)
 
 
 def _staged_batches(staging: UPath, written: WrittenData, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
@@ -125,56 +128,103 @@ def _staged_batches(staging: UPath, written: WrittenData, columns: list[str] | N
             yield from pq.ParquetFile(f).iter_batches(batch_size=65_536, columns=cols)
 
 
+# test hook: called with "parts_placed" once every part is in place, before the manifest is created
+_step: Callable[[str], None] = lambda _name: None
+
+
 def place_local(store: Any, staging: UPath, final: UPath, written: WrittenData, raw: bytes) -> bool:
+    """Link each staged part into ``<root>/parts/`` under its content name unless a part of that
+    content is there already, then create the manifest only if absent (a hard link).
+
+    A part file appears under its content name whole (a hard link of a complete, fsynced file) or
+    not at all; one already there of another size than its name says is replaced atomically. The
+    parts are announced in an intent first, which a concurrent retention gc honours
+    (store/retention.py)."""
     src, dst = Path(str(staging)), Path(str(final))
-    for part in written.parts:
-        with open(src / part.path, "rb+") as f:
-            os.fsync(f.fileno())
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(str(store.root))
+    intent = retention.write_intent(store, [p.sha256 for p in written.parts])
     try:
-        os.rename(src, dst)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-        # A folder for this version exists without a manifest (see SnapshotStore._try_manifest): a
-        # writer died between moving its data into place and writing the manifest, or is about to
-        # write it. If its files are ours byte for byte, adopt them; otherwise set them aside.
-        if not _same_files(UPath(str(dst)), written):
-            aside = Path(str(store.root)) / STAGING / f"abandoned-{uuid.uuid4().hex}"
+        new_dirs = set()
+        for part in written.parts:
+            staged = src / part.path
+            with open(staged, "rb+") as f:
+                os.fsync(f.fileno())
+            target = root / mf.part_path(part.sha256)
+            if not target.parent.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                new_dirs.add(target.parent.parent)
+            if _link_part(staged, target, part.bytes):
+                new_dirs.add(target.parent)
+        for d in sorted(new_dirs):
+            fsync_dir(d)
+        _step("parts_placed")
+        retention.check_intent(store, intent)
+        if dst.exists() and any(not n.startswith(MANIFEST_TMP_PREFIX) for n in os.listdir(dst)):
+            if (dst / mf.MANIFEST_NAME).exists():
+                return False
+            # a version folder without a manifest holding files: a writer of an earlier release
+            # (parts in the version folder) died before its manifest; set it aside, never read it
+            aside = root / STAGING / f"abandoned-{uuid.uuid4().hex}"
             aside.parent.mkdir(parents=True, exist_ok=True)
             os.rename(dst, aside)
-            os.rename(src, dst)
-    fsync_dir(dst.parent)
-    tmp = dst / f".manifest-{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, dst / mf.MANIFEST_NAME)  # atomic create-if-absent
-        created = True
-    except FileExistsError:
-        created = False
-    except OSError as exc:  # e.g. the disk filled up: the error names the manifest, not the tmp
-        exc.filename = str(dst / mf.MANIFEST_NAME)
-        raise
-    finally:
-        # never leave a .tmp in a version folder, whatever failed (the disk is full: unlink works)
+        dst.mkdir(parents=True, exist_ok=True)
+        fsync_dir(dst.parent)
+        tmp = src / f"{MANIFEST_TMP_PREFIX}{uuid.uuid4().hex}.tmp"  # in staging: the folder only ever holds the manifest
         try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-    fsync_dir(dst)
-    return created
+            with open(tmp, "wb") as f:
+                f.write(raw)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, dst / mf.MANIFEST_NAME)  # atomic create-if-absent
+            created = True
+        except FileExistsError:
+            created = False
+        except OSError as exc:  # e.g. the disk filled up: the error names the manifest, not the tmp
+            exc.filename = str(dst / mf.MANIFEST_NAME)
+            raise
+        finally:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+        fsync_dir(dst)
+        return created
+    finally:
+        retention.remove_intent(store, intent)
+
+
+def _link_part(staged: Path, target: Path, size: int) -> bool:
+    """Give ``staged`` the name ``target`` unless a complete part is there; True if it was placed."""
+    try:
+        os.link(staged, target)  # create-if-absent: a concurrent publisher of the same part loses here
+        return True
+    except FileExistsError:
+        if target.stat().st_size == size:
+            return False  # stored once already: nothing to write
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:  # staging on another filesystem: copy beside the target below
+            raise
+    # damaged (its size is not its content's) or across filesystems: a complete copy, then one rename
+    tmp = target.with_name(f".{uuid.uuid4().hex}.tmp")
+    try:
+        shutil.copyfile(staged, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
 
 
 def place_remote(store: Any, staging: UPath, final: UPath, written: WrittenData, raw: bytes) -> bool:
-    """Copy the staged parts into the version folder, then create the manifest only if absent.
+    """Copy each staged part to ``<root>/parts/`` unless a part of that content is there already,
+    then create the manifest only if absent.
 
-    Parts already in the folder (a concurrent publisher of this version, or one that died before
-    its manifest) hold the same bytes, the version id being a digest of them, so copying over
-    them changes nothing a reader could see; the conditional create of the manifest decides
-    which publisher wins (store/backends.py has how each object store spells it).
+    A server-side copy appears whole or not at all, and a part already there of the right size holds
+    the same bytes (its name is their sha256; ``verify`` re-hashes it): it is not copied again. The
+    conditional create of the manifest decides which of two publishers of one version wins
+    (store/backends.py has how each object store spells it); the intent protects the parts from a
+    concurrent retention gc (store/retention.py).
     """
     fs = store.root.fs
     backends.backend_of(fs)  # refuse a backend without a conditional create before copying
@@ -182,28 +232,28 @@ def place_remote(store: Any, staging: UPath, final: UPath, written: WrittenData,
     fs.invalidate_cache(target)
     if fs.exists(target):  # published since publish() looked: write nothing
         return False
+    intent = retention.write_intent(store, [p.sha256 for p in written.parts])
     try:
-        for part in written.parts:
-            src, dst = fs_path(staging / part.path), fs_path(final / part.path)
-            backends.copy_object(fs, src, dst, part.bytes)
-    except Exception:
-        fs.invalidate_cache(target)
-        if fs.exists(target):  # lost the race and the store refused the copy (e.g. object lock)
-            return False
-        raise
-    return backends.create_exclusive(fs, target, raw)
-
-
-def _same_files(folder: UPath, written: WrittenData) -> bool:
-    for part in written.parts:
-        p = folder / part.path
         try:
-            digest, size = sha256_of(p)
-        except FileNotFoundError:
-            return False
-        if digest != part.sha256 or size != part.bytes:
-            return False
-    return True
+            for part in written.parts:
+                dst = fs_path(store.root / mf.part_path(part.sha256))
+                fs.invalidate_cache(dst)
+                try:
+                    if fs.info(dst)["size"] == part.bytes:
+                        continue  # stored once already: nothing to copy
+                except FileNotFoundError:
+                    pass
+                backends.copy_object(fs, fs_path(staging / part.path), dst, part.bytes)
+        except Exception:
+            fs.invalidate_cache(target)
+            if fs.exists(target):  # lost the race and the store refused the copy (e.g. object lock)
+                return False
+            raise
+        _step("parts_placed")
+        retention.check_intent(store, intent)
+        return backends.create_exclusive(fs, target, raw)
+    finally:
+        retention.remove_intent(store, intent)
 
 
 def remove(store: Any, p: UPath, quiet: bool = True) -> None:

@@ -20,13 +20,43 @@ then reads the manifest again (store/publish.py); gc deletes a version in this o
 
 A publish that reads the manifest after step 2 finds none and publishes the version anew (its own
 parts, create-if-absent manifest). Either way no publish returns a version gc then deletes.
+
+Shared parts (format 3 manifests reference ``<root>/parts/<sha256[:2]>/<sha256>.parquet``, one file
+per content, shared across versions and partitions). Deleting a version deletes its manifest (and
+folder) as above; its parts go afterwards, in one sweep over the root (:func:`sweep_parts`), and only
+those no manifest references any more. The race: a publish may find a part present, skip writing
+it, and create its manifest just after gc decided the part was unreferenced. So:
+
+- a publish first writes an *intent* ``<root>/.intents/<uuid>.json`` listing every part it will
+  reference, then places the parts that are absent (create-if-absent), checks that its intent
+  still exists, creates its manifest, and deletes the intent last (store/publish.py);
+- the sweep lists the parts and every manifest, and takes as candidates the parts no manifest
+  references, no intent lists, and not written within the grace period; it moves each candidate
+  *aside* (under ``.staging/``: locally one rename, on object stores a copy and a delete), so that
+  from then on a publish finds it absent and places its own copy; then it reads the intents
+  **and then** lists the manifests again, puts back (create-if-absent) every candidate either
+  names, and deletes the rest.
+
+Why no publish can end up referencing a deleted part: take a publish whose manifest references a
+part P that the sweep deleted. P was not in an intent when the sweep read them (at time r), nor in a
+manifest listed after r. If the publish wrote its intent after r, it checked for P after P was
+moved aside, found it absent and placed its own copy. If before r, the intent was still there at r
+(the publish deletes it only after creating its manifest, and that manifest was not yet there when
+the listing after r started). Either case contradicts the deletion. A publisher that crashes leaves
+its intent, which protects its parts until ``snapshot-platform gc`` removes intents idle for longer
+than ``--older-than``; a publish whose intent was removed so (stalled that long) fails before its
+manifest. While a part is aside, a version published during the sweep that reuses it reads it as
+missing for that moment (an integrity error on read, never a wrong row); the part is back when the
+sweep ends.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
+import posixpath
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -35,10 +65,11 @@ from typing import Any, Callable
 
 from snapshot_platform.store import backends
 from snapshot_platform.store import manifest as mf
-from snapshot_platform.store.files import STAGING, fs_path
-from snapshot_platform.store.manifest import Manifest
+from snapshot_platform.store.files import STAGING, file_names, fs_path, listdir, modified_time
+from snapshot_platform.store.manifest import Manifest, ManifestError
 
 TOUCHED = ".touched"
+INTENTS = ".intents"  # <root>/.intents/<uuid>.json: the parts a publish in progress will reference
 DEFAULT_GRACE = dt.timedelta(hours=1)
 
 
@@ -76,14 +107,212 @@ def touched_at(store: Any, asset: str, partition: str, version: str) -> dt.datet
         return None
 
 
+def write_intent(store: Any, shas: list[str]) -> Any:
+    """Announce the parts a publish is about to reference (the protocol in the module docstring)."""
+    p = store.root / INTENTS / f"{uuid.uuid4().hex}.json"
+    raw = json.dumps({"created_at": _utc_now().isoformat(), "parts": sorted(set(shas))}).encode()
+    if store.local:  # written privately, then renamed: an intent is never read half written
+        folder = Path(str(p)).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, Path(str(p)))
+    else:  # one PUT: whole or nothing
+        p.write_bytes(raw)
+    return p
+
+
+def check_intent(store: Any, p: Any) -> None:
+    """Refuse to create a manifest once gc removed this publish's intent as stale (it stalled for
+    longer than gc's ``--older-than``): its parts may be gone."""
+    if not store.local:
+        p.fs.invalidate_cache(fs_path(p))
+    if not p.exists():
+        raise OSError(errno.ENOENT, "the publish's intent was removed by gc --older-than while the publish "
+                      "stalled; nothing published", store.uri(p))
+
+
+def remove_intent(store: Any, p: Any) -> None:
+    try:
+        if store.local:
+            Path(str(p)).unlink(missing_ok=True)
+        else:
+            p.fs.rm(fs_path(p))
+            p.fs.invalidate_cache(fs_path(p))
+    except FileNotFoundError:
+        pass
+
+
+def intended_parts(store: Any) -> set[str]:
+    """Every part (sha256) an intent of a publish in progress lists. An intent that cannot be read
+    stops the sweep (an error): it may name a part about to be referenced."""
+    folder = store.root / INTENTS
+    out: set[str] = set()
+    for name in file_names(folder):
+        if not name.endswith(".json"):
+            continue
+        try:
+            raw = (folder / name).read_bytes()
+        except FileNotFoundError:  # its publish finished meanwhile
+            continue
+        try:
+            parts = json.loads(raw)["parts"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ManifestError(f"{store.uri(folder / name)}: not a publish intent ({exc}); "
+                                "no part was deleted") from None
+        out.update(str(s) for s in parts)
+    return out
+
+
+def referenced_parts(store: Any, skip: set[tuple[str, str, str]] = frozenset()) -> set[str]:
+    """The sha256 of every file every manifest in the root lists (any format, any partition), but
+    those of the versions in ``skip``. A manifest that is not even JSON with a files list stops the
+    sweep (an error)."""
+    out: set[str] = set()
+    for asset in store.assets():
+        for partition in store.partitions(asset):
+            for d in listdir(store.partition_dir(asset, partition)):
+                if (asset, partition, d.name) in skip:
+                    continue
+                try:
+                    raw = (d / mf.MANIFEST_NAME).read_bytes()
+                except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                    continue
+                try:
+                    out.update(f["sha256"] for f in json.loads(raw)["files"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ManifestError(f"{store.uri(d / mf.MANIFEST_NAME)}: cannot tell which parts it "
+                                        f"references ({exc}); no part was deleted") from None
+    return out
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    sha256: str
+    path: Any  # UPath of the part
+    bytes: int
+    modified: dt.datetime
+
+
+def stored_parts(store: Any) -> list[StoredPart]:
+    """Every shared part under ``<root>/parts/`` (files named ``<sha256>.parquet``)."""
+    base = store.root / mf.PARTS_DIR
+    out = []
+    if store.local:
+        for d in sorted(Path(str(base)).glob("??")):
+            for f in sorted(d.glob("*.parquet")):
+                st = f.stat()
+                out.append(StoredPart(f.stem, base / d.name / f.name, st.st_size,
+                                      dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)))
+        return out
+    fs = base.fs
+    fs.invalidate_cache(fs_path(base))
+    try:
+        found = fs.find(fs_path(base), detail=True)
+    except FileNotFoundError:
+        return []
+    for name, info in sorted(found.items()):
+        stem = posixpath.basename(name)
+        if info.get("type") == "directory" or not stem.endswith(".parquet"):
+            continue
+        rel = posixpath.relpath(name, fs_path(base))
+        out.append(StoredPart(stem[: -len(".parquet")], base / rel, int(info.get("size") or 0),
+                              modified_time(fs, name, info)))
+    return out
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What :func:`sweep_parts` deleted (or, dry, would delete)."""
+
+    parts: tuple[str, ...] = ()
+    bytes: int = 0
+
+
+# test hook of the sweep: called with "aside" once the candidates are moved aside
+_sweep_step: Callable[[str], None] = lambda _name: None
+
+
+def sweep_parts(store: Any, started: dt.datetime, grace: dt.timedelta, dry_run: bool = False,
+                dropping: set[tuple[str, str, str]] | None = None) -> Sweep:
+    """Delete the shared parts no manifest references and no intent lists, not written within
+    ``grace`` of ``started`` (the protocol in the module docstring). ``dry_run`` deletes nothing
+    and reports what would go once the versions ``dropping`` ((asset, partition, version) a dry run
+    would delete) were gone."""
+    parts = stored_parts(store)
+    if not parts:
+        return Sweep()
+    keep = intended_parts(store) | referenced_parts(store, skip=dropping or set())
+    candidates = [p for p in parts if p.sha256 not in keep and p.modified < started - grace]
+    if dry_run or not candidates:
+        return Sweep(tuple(p.sha256 for p in candidates), sum(p.bytes for p in candidates))
+    aside_dir = store.root / STAGING / f"gc-parts-{uuid.uuid4().hex}"
+    aside = [(p, _move_aside(store, p, aside_dir)) for p in candidates]
+    _sweep_step("aside")
+    # the intents first, then the manifests: this order is what the proof above needs
+    keep = intended_parts(store)
+    keep |= referenced_parts(store)
+    deleted = []
+    for p, moved in aside:
+        if moved is None:
+            continue
+        if p.sha256 in keep:
+            _put_back(store, moved, p.path)
+        else:
+            deleted.append(p)
+    if store.local:
+        shutil.rmtree(str(aside_dir), ignore_errors=True)
+    else:
+        backends.remove_tree(aside_dir.fs, fs_path(aside_dir))
+    return Sweep(tuple(p.sha256 for p in deleted), sum(p.bytes for p in deleted))
+
+
+def _move_aside(store: Any, p: StoredPart, aside_dir: Any) -> Any:
+    """Move a part out of ``parts/`` (None when it is gone already)."""
+    dst = aside_dir / f"{p.sha256}.parquet"
+    if store.local:
+        Path(str(aside_dir)).mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(str(p.path), str(dst))
+        except FileNotFoundError:
+            return None
+        return dst
+    fs = store.root.fs
+    try:
+        backends.copy_object(fs, fs_path(p.path), fs_path(dst), p.bytes)
+    except FileNotFoundError:
+        return None
+    fs.rm(fs_path(p.path))
+    fs.invalidate_cache(fs_path(p.path))
+    return dst
+
+
+def _put_back(store: Any, moved: Any, target: Any) -> None:
+    """Restore a part moved aside, unless a publish placed its own copy meanwhile (create-if-absent)."""
+    if store.local:
+        try:
+            os.link(str(moved), str(target))
+        except FileExistsError:
+            pass
+        return
+    fs = store.root.fs
+    fs.invalidate_cache(fs_path(target))
+    if not fs.exists(fs_path(target)):
+        backends.copy_object(fs, fs_path(moved), fs_path(target))
+
+
 @dataclass(frozen=True)
 class RetentionItem:
     asset: str
     partition: str
     version: str
     created_at: str
-    bytes: int
+    bytes: int  # the version's parts (shared ones too: what it holds, not what deleting it frees)
     deleted: bool = False
+    shared: bool = False  # format 3: its parts are shared, freed by the sweep once unreferenced
 
     def as_dict(self) -> dict[str, Any]:
         return {"asset": self.asset, "partition": self.partition, "version": self.version,
@@ -144,7 +373,8 @@ def plan(store: Any, keep_last: int, keep_within: dt.timedelta | None, pinned: s
                         or created >= now - grace
                         or (touched is not None and touched >= now - grace)):
                     keep.add(m.version)
-            victims += [RetentionItem(asset, partition, m.version, m.created_at, sum(f.bytes for f in m.files))
+            victims += [RetentionItem(asset, partition, m.version, m.created_at, sum(f.bytes for f in m.files),
+                                      shared=m.shared_parts)
                         for m in versions if m.version not in keep]
     return victims
 
@@ -214,12 +444,32 @@ def _restore(store: Any, manifest_path: Any, raw: bytes) -> None:
         backends.create_exclusive(manifest_path.fs, fs_path(manifest_path), raw)
 
 
+@dataclass(frozen=True)
+class Retention:
+    """What :func:`apply_retention` did (or, dry, would do)."""
+
+    items: list[RetentionItem]
+    """The versions the policy does not keep; ``deleted`` set on those deleted."""
+    sweep: Sweep
+    """The shared parts deleted (dry: that would be) once no manifest referenced them."""
+    dry_run: bool = False
+
+    @property
+    def bytes_freed(self) -> int:
+        """Bytes freed (dry: that would be): version folders holding their own parts, and swept parts."""
+        own = sum(i.bytes for i in self.items if (i.deleted or self.dry_run) and not i.shared)
+        return own + self.sweep.bytes
+
+
 def apply_retention(store: Any, keep_last: int, keep_within: dt.timedelta | None, pinned: set[tuple[str, str, str]],
                     dry_run: bool = False, grace: dt.timedelta = DEFAULT_GRACE,
-                    now: dt.datetime | None = None) -> list[RetentionItem]:
-    """Plan and (unless ``dry_run``) delete; returns the planned items, ``deleted`` set on those deleted."""
+                    now: dt.datetime | None = None) -> Retention:
+    """Plan and (unless ``dry_run``) delete the versions, then sweep the shared parts no manifest
+    references any more (:func:`sweep_parts`)."""
     started = now or _utc_now()
     victims = plan(store, keep_last, keep_within, pinned, started, grace)
     if dry_run:
-        return victims
-    return [RetentionItem(**{**v.__dict__, "deleted": delete_version(store, v, started, grace)}) for v in victims]
+        dropping = {(v.asset, v.partition, v.version) for v in victims}
+        return Retention(victims, sweep_parts(store, started, grace, dry_run=True, dropping=dropping), True)
+    items = [RetentionItem(**{**v.__dict__, "deleted": delete_version(store, v, started, grace)}) for v in victims]
+    return Retention(items, sweep_parts(store, started, grace))

@@ -3,8 +3,11 @@
 Layout (docs/architecture.md)::
 
     <root>/snapshots/<name>/<partition_key>/<version>/manifest.json
-    <root>/snapshots/<name>/<partition_key>/<version>/part-00000.parquet
+    <root>/parts/<sha256[:2]>/<sha256>.parquet   (the parts, one file per content, shared by versions)
     <root>/.staging/<uuid>/...            (data being written; never read)
+
+Versions written before format 3 keep their parts in the version folder (``part-00000.parquet``);
+:meth:`SnapshotStore.part_path` tells where a manifest's part is, for either layout.
 
 The write path is in store/publish.py, the checks a version passes before a row is read in
 store/verify.py and store/integrity.py; :class:`SnapshotStore` is their one public face. Every
@@ -190,6 +193,13 @@ class SnapshotStore:
             raise SnapshotNotFound(f"{asset} partition {partition} has no published version {version!r}")
         return m
 
+    def part_path(self, manifest: Manifest, entry: mf.FileEntry) -> UPath:
+        """Where one of ``manifest``'s parts is stored: the shared part under ``<root>/parts/``
+        (format 3), else in the version folder (formats 1 and 2)."""
+        if manifest.shared_parts:
+            return self.root / entry.path
+        return self.version_dir(manifest.asset, manifest.partition, manifest.version) / entry.path
+
     def file_uri(self, manifest: Manifest, rel: str) -> str:
         return self.uri(self.version_dir(manifest.asset, manifest.partition, manifest.version) / rel)
 
@@ -243,10 +253,9 @@ class SnapshotStore:
         if batches:
             return pa.Table.from_batches(batches)
         schema = pa.schema([])
-        folder = self.version_dir(manifest.asset, manifest.partition, manifest.version)
         # ParquetFile, not pq.read_table: the dataset reader's I/O threads can outlive the file at
         # interpreter exit and abort the process
-        with (folder / manifest.files[0].path).open("rb") as fh:
+        with self.part_path(manifest, manifest.files[0]).open("rb") as fh:
             schema = pq.ParquetFile(fh).schema_arrow
         if columns is not None:
             schema = pa.schema([schema.field(c) for c in columns])

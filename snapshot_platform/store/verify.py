@@ -28,8 +28,8 @@ class IntegrityError(RuntimeError):
 
 def check_files(store: Any, manifest: Manifest, problems: list[str], strict: bool,
                 progress: Callable[[int], None] | None = None) -> pa.Schema | None:
-    """First pass over a version (store/integrity.py): hash every part, read its footer, list the
-    folder; then the version id must equal the digest of the footers' schema and the hashes.
+    """First pass over a version (store/integrity.py): hash every part (in the version folder, or
+    shared under ``<root>/parts/`` for format 3), read its footer, list the folder; then the version id must equal the digest of the footers' schema and the hashes.
 
     ``store`` is the :class:`~snapshot_platform.store.SnapshotStore` holding it. Appends a message
     per problem (naming the file); ``strict`` raises :class:`IntegrityError` at the first. Returns
@@ -43,7 +43,8 @@ def check_files(store: Any, manifest: Manifest, problems: list[str], strict: boo
         if strict:
             raise IntegrityError(f"{where}: {text}; the snapshot is corrupt")
 
-    listed = {f.path.split("/")[0] for f in manifest.files} | {mf.MANIFEST_NAME}
+    # a format 3 version folder holds its manifest only (its parts are shared, under <root>/parts/)
+    listed = {mf.MANIFEST_NAME} | (set() if manifest.shared_parts else {f.path.split("/")[0] for f in manifest.files})
     for name in file_names(folder):
         if name == FINGERPRINTS_DIR and name not in listed:
             # source fingerprints recorded after the manifest (store/fingerprints.py): each must be
@@ -62,7 +63,7 @@ def check_files(store: Any, manifest: Manifest, problems: list[str], strict: boo
     if not manifest.files:
         problem(f"{store.uri(folder)}: the manifest lists no files (every version has at least one part)")
     for f in manifest.files:
-        p = folder / f.path
+        p = store.part_path(manifest, f)
         try:
             digest, size = sha256_of(p)
         except FileNotFoundError:
@@ -125,7 +126,7 @@ def stream_parts(store: Any, manifest: Manifest, columns: list[str] | None, batc
     extra = columns is not None and len(read_cols or []) != len(columns)
     folder = store.version_dir(manifest.asset, manifest.partition, manifest.version)
     for f in manifest.files:
-        with (folder / f.path).open("rb") as fh:
+        with store.part_path(manifest, f).open("rb") as fh:
             for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=read_cols):
                 derive.add(batch)
                 yield batch.select(columns) if extra else batch

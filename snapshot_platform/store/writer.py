@@ -2,7 +2,9 @@
 
 Memory stays bounded: at most ``prefetch`` source batches wait in a queue, and at most one row group
 is buffered before it is written. Row groups are cut at fixed row counts, whatever batch sizes the
-source produced, so the same rows in the same order always give the same bytes.
+source produced, so the same rows in the same order always give the same bytes; parts end at
+content-defined boundaries along the key order (store/boundaries.py), so unchanged key ranges give
+unchanged parts.
 """
 
 from __future__ import annotations
@@ -18,16 +20,26 @@ from typing import Any, BinaryIO, Callable, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from snapshot_platform.store.boundaries import METHOD, PartCutter, boundary_columns
 
 _LEVELLED = {"zstd", "gzip", "brotli", "lz4"}
 
 
 @dataclass(frozen=True)
 class WriterSettings:
+    """How rows become Parquet bytes; recorded in every manifest (``writer``).
+
+    A part ends after a row whose key hash is 0 modulo ``part_boundary_modulus`` once it holds
+    ``part_min_rows`` rows, and at ``part_rows`` rows at the latest (store/boundaries.py): about
+    10,000 rows a part with the defaults. Within a part, row groups hold ``row_group_rows`` rows.
+    """
+
     compression: str = "zstd"
     compression_level: int = 1
     row_group_rows: int = 131_072
-    part_rows: int = 4_194_304  # a new part file every 32 row groups
+    part_rows: int = 131_072  # at most: a part is cut here whatever its content
+    part_min_rows: int = 2_048  # no content-defined boundary before this (no tiny files)
+    part_boundary_modulus: int = 8_192
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +48,9 @@ class WriterSettings:
             "compression_level": self.compression_level,
             "row_group_rows": self.row_group_rows,
             "part_rows": self.part_rows,
+            "part_boundaries": METHOD,
+            "part_min_rows": self.part_min_rows,
+            "part_boundary_modulus": self.part_boundary_modulus,
         }
 
 
@@ -235,8 +250,14 @@ def write_parts(
     open_part: Any,
     settings: WriterSettings = WriterSettings(),
     where: Callable[[str], str] = str,
+    key: list[str] | tuple[str, ...] | None = None,
 ) -> WrittenData:
     """Write ``batches`` as Parquet parts; ``open_part(name)`` returns a binary file opened for writing.
+
+    Parts end at content-defined boundaries along the key order (store/boundaries.py: the hash of
+    the ``key`` columns, ``settings.part_boundary_modulus``, ``part_min_rows``, ``part_rows``), and
+    within a part row groups are cut every ``settings.row_group_rows`` rows from the part's start:
+    the same rows give the same parts, byte for byte, whatever batch sizes the source produced.
 
     Every batch must have ``schema``. A snapshot with no rows still gets one (empty) part, so that its
     schema is recorded in Parquet too. A failure to write (disk full, a refused upload) is raised as
@@ -245,6 +266,8 @@ def write_parts(
     """
     out = WrittenData(schema=schema)
     state: dict[str, Any] = {"writer": None, "raw": None, "hf": None, "rows": 0}
+    cutter = PartCutter(boundary_columns(schema, key), settings.part_boundary_modulus,
+                        settings.part_min_rows, settings.part_rows)
 
     def writing(step: Callable[..., None], *args: Any) -> None:
         try:
@@ -283,11 +306,29 @@ def write_parts(
         # overflows to plain encoding) then depend on the rows alone, not on the source's batch sizes
         state["writer"].write_table(table.combine_chunks(), row_group_size=settings.row_group_rows)
         state["rows"] += table.num_rows
-        if state["rows"] >= settings.part_rows:
-            finish_part()
 
-    pending: list[pa.RecordBatch] = []
+    pending: list[pa.RecordBatch] = []  # rows of the current part not yet written as a row group
     pending_rows = 0
+
+    def add(rows: pa.RecordBatch) -> None:
+        nonlocal pending, pending_rows
+        if rows.num_rows:
+            pending.append(rows)
+            pending_rows += rows.num_rows
+        while pending_rows >= settings.row_group_rows:
+            table = pa.Table.from_batches(pending, schema=schema)
+            writing(write_group, table.slice(0, settings.row_group_rows))
+            rest = table.slice(settings.row_group_rows)
+            pending, pending_rows = rest.to_batches(), rest.num_rows
+
+    def end_part() -> None:
+        nonlocal pending, pending_rows
+        if pending_rows:
+            writing(write_group, pa.Table.from_batches(pending, schema=schema))
+        pending, pending_rows = [], 0
+        if state["writer"] is not None:
+            writing(finish_part)
+
     try:
         for batch in batches:
             if batch.num_rows == 0:
@@ -296,19 +337,14 @@ def write_parts(
                 raise TypeError(
                     f"a batch's schema differs from the snapshot's: {batch.schema} vs {schema}"
                 )
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            while pending_rows >= settings.row_group_rows:
-                table = pa.Table.from_batches(pending, schema=schema)
-                head = table.slice(0, settings.row_group_rows)
-                writing(write_group, head)
-                rest = table.slice(settings.row_group_rows)
-                pending = rest.to_batches()
-                pending_rows = rest.num_rows
-        if pending_rows:
-            writing(write_group, pa.Table.from_batches(pending, schema=schema))
-        if state["writer"] is not None:
-            writing(finish_part)
+            start = 0
+            for end in cutter.cuts(batch):
+                add(batch.slice(start, end - start))
+                end_part()
+                start = end
+            if start < batch.num_rows:
+                add(batch.slice(start))
+        end_part()
         if not out.parts:
             writing(start_part)
             writing(finish_part)

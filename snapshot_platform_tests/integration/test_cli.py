@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from snapshot_platform.demo import source_db
+from snapshot_platform.store import SnapshotStore
 
 _SCRIPT = Path(sys.executable).parent / "snapshot-platform"
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "snapshot_platform.cli"]
@@ -292,7 +293,7 @@ def test_show_latest(platform, populated):
     assert f"{NAME}/2024-01-02 version {populated.second_0102}" in out
     assert "window      [2024-01-02T00:00:00+00:00, 2024-01-03T00:00:00+00:00)" in out
     assert f"rows        {platform.rows_in_db('2024-01-02')}" in out
-    assert "part-00000.parquet" in out and "sha256" in out
+    assert "parts/" in out and ".parquet" in out and "sha256" in out
     for column in ("customer_id", "signup_date", "churn_label"):
         assert column in out
 
@@ -362,9 +363,16 @@ def test_verify_json_ok(platform):
     assert named["ok"] is True and named["checked"] == 3
 
 
+def _part(storage: Path, partition: str, version: str) -> Path:
+    """The stored file of a version's first part (shared under <storage>/parts/)."""
+    store = SnapshotStore(storage)
+    m = store.read_manifest(NAME, partition, version)
+    return Path(str(store.part_path(m, m.files[0])))
+
+
 def test_verify_flipped_byte_exits_1_and_names_the_file(tmp_path, populated):
     p = populated.platform.copy(tmp_path / "damaged")
-    bad = p.storage / "snapshots" / NAME / "2024-01-02" / populated.first_0102 / "part-00000.parquet"
+    bad = _part(p.storage, "2024-01-02", populated.first_0102)
     data = bytearray(bad.read_bytes())
     data[len(data) // 2] ^= 0x01
     bad.write_bytes(bytes(data))
@@ -387,13 +395,13 @@ def test_verify_flipped_byte_exits_1_and_names_the_file(tmp_path, populated):
 
 def test_verify_missing_part_exits_1(tmp_path, populated):
     p = populated.platform.copy(tmp_path / "missing")
-    gone = p.storage / "snapshots" / NAME / "2024-01-01" / populated.first_0101 / "part-00000.parquet"
+    gone = _part(p.storage, "2024-01-01", populated.first_0101)
     gone.unlink()
     proc = p.run("verify", "--json")
     assert proc.returncode == 1
     out = json.loads(proc.stdout)
     [failed] = [r for r in out["results"] if not r["ok"]]
-    assert any("missing" in pr and "part-00000.parquet" in pr for pr in failed["problems"])
+    assert any("missing" in pr and gone.name in pr for pr in failed["problems"])
 
 
 def test_verify_unknown_name_exits_2(platform):

@@ -164,7 +164,7 @@ def test_diff_cli(store: SnapshotStore, tmp_path: Path) -> None:
     res = runner.invoke(main, [*args[:-1], "0123456789abcdef0123", "--json"])
     assert res.exit_code == 1 and "no published version" in json.loads(res.stdout)["error"]
     # a flipped byte is caught while streaming
-    part = Path(str(store.version_dir("customers", "2024-01-01", b.version))) / b.files[-1].path
+    part = Path(str(store.part_path(b, b.files[-1])))
     raw = bytearray(part.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     part.write_bytes(bytes(raw))
@@ -183,7 +183,7 @@ def test_nothing_is_read_from_a_version_that_does_not_prove_itself(store: Snapsh
     cols = base(300)
     cols["amount"][7] += 1
     b = publish(store, pa.table(cols), ["id"], asset="customers", partition="2024-01-01")
-    first = Path(str(store.version_dir("customers", "2024-01-01", b.version))) / b.files[0].path
+    first = Path(str(store.part_path(b, b.files[0])))
     raw = bytearray(first.read_bytes())
     raw[-8:] = b"\x00" * 8  # the footer's length and magic: not a Parquet file any more
     first.write_bytes(bytes(raw))

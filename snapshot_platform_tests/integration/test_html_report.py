@@ -81,7 +81,7 @@ def test_report_unverified_version_exits_1(platform_env, state, tmp_path: Path) 
 
     store = SnapshotStore(str(platform_env.storage))
     m = store.latest(ui_state.SNAPSHOT, ui_state.DAYS[1])
-    part = Path(str(store.version_dir(m.asset, m.partition, m.version) / m.files[0].path).replace("file://", ""))
+    part = Path(str(store.part_path(m, m.files[0])).replace("file://", ""))
     data = bytearray(part.read_bytes())
     data[len(data) // 2] ^= 0xFF
     part.chmod(0o644)

@@ -391,7 +391,8 @@ def test_publish_copies_every_part_before_the_manifest(peer, store, prefix, monk
     real = backends.create_exclusive
 
     def spy(fs: Any, path: str, data: bytes, **kw: Any) -> bool:
-        seen.append(peer.keys(path.split("/", 1)[1].rsplit("/", 1)[0] + "/"))  # the version folder, now
+        # the version folder and the shared parts, now
+        seen.append({**peer.keys(path.split("/", 1)[1].rsplit("/", 1)[0] + "/"), **peer.keys(prefix + "/parts/")})
         return real(fs, path, data, **kw)
 
     monkeypatch.setattr(backends, "create_exclusive", spy)
@@ -399,11 +400,11 @@ def test_publish_copies_every_part_before_the_manifest(peer, store, prefix, monk
 
     assert result.created is True
     parts = [f.path for f in result.manifest.files]
-    assert len(parts) == 3
+    assert len(parts) == 3 and all(p.startswith("parts/") for p in parts)  # shared, named by content
     folder = version_prefix(prefix, result.version)
     [before_manifest] = seen
-    assert sorted(before_manifest) == sorted(folder + p for p in parts)  # all parts, no manifest yet
-    assert sorted(peer.keys(prefix + "/")) == sorted([folder + "manifest.json", *(folder + p for p in parts)])
+    assert sorted(before_manifest) == sorted(f"{prefix}/{p}" for p in parts)  # all parts, no manifest yet
+    assert sorted(peer.keys(prefix + "/")) == sorted([folder + "manifest.json", *(f"{prefix}/{p}" for p in parts)])
     assert json.loads(peer.get(folder + "manifest.json")) == json.loads(json.dumps(result.manifest.as_dict()))
     assert result.uri == f"{peer.scheme}://{peer.bucket}/{folder.rstrip('/')}"
 
@@ -519,7 +520,7 @@ def test_gcs_emulator_alone_ignores_if_generation_match(gcs_emulator, prefix, mo
 def test_a_flipped_byte_is_caught_on_read_and_by_verify(peer, store, prefix):
     result = publish(store, make_table(7000))
     part = result.manifest.files[1].path
-    key = version_prefix(prefix, result.version) + part
+    key = f"{prefix}/{part}"
     data = bytearray(peer.get(key))
     data[len(data) // 2] ^= 0xFF
     peer.put(key, bytes(data))  # straight to the bucket, past the store
@@ -540,7 +541,7 @@ def test_a_flipped_byte_is_caught_on_read_and_by_verify(peer, store, prefix):
 
 def test_a_missing_part_is_reported(peer, store, prefix):
     result = publish(store, make_table(4000))
-    key = version_prefix(prefix, result.version) + result.manifest.files[0].path
+    key = f"{prefix}/{result.manifest.files[0].path}"
     store.root.fs.rm(f"{peer.bucket}/{key}")
     [problem] = store.verify_version(result.manifest)
     assert problem == f"{peer.scheme}://{peer.bucket}/{key}: missing, listed in the manifest"
@@ -571,12 +572,12 @@ def test_dying_between_the_parts_and_the_manifest_leaves_no_version(peer, store,
         with pytest.raises(SystemExit):
             publish(store, make_table(5000))
     leftovers = peer.keys(prefix + "/")
-    assert leftovers and all("/snapshots/" in k and not k.endswith("manifest.json") for k in leftovers)
+    assert leftovers and all(k.startswith(prefix + "/parts/") for k in leftovers)  # its shared parts only
     assert store.versions(ASSET, PARTITION) == []  # parts without a manifest are not a version
-    assert store.partitions(ASSET) == [PARTITION]
 
     result = publish(store, make_table(5000))  # the next publisher completes the version
     assert result.created is True
+    assert {k: v for k, v in peer.keys(prefix + "/").items() if k in leftovers} == leftovers  # reused, not copied
     assert store.read_table(ASSET, PARTITION).num_rows == 5000
     assert store.verify_version(result.manifest) == []
 
@@ -604,12 +605,12 @@ def test_gc_removes_stale_staging_and_keeps_every_published_object(peer, store, 
     published = {k: v for k, v in peer.keys(prefix + "/").items() if "/.staging/" not in k}
 
     found = collect_garbage(store, dt.timedelta(hours=1))  # everything is young: nothing removed
-    assert sorted(f.kind for f in found) == ["incomplete_version", "staging", "staging"], found
+    assert sorted(f.kind for f in found) == ["staging", "staging"], found
     assert not any(f.removed for f in found) and staged <= set(peer.keys(prefix + "/"))
 
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
     found = collect_garbage(store, dt.timedelta(hours=1), now=later)
-    assert {(f.kind, f.removed) for f in found} == {("staging", True), ("incomplete_version", False)}
+    assert {(f.kind, f.removed) for f in found} == {("staging", True)}
     assert peer.keys(prefix + "/") == published  # staging gone, every other object untouched
     assert [m.version for m in store.versions(ASSET, PARTITION)] == [kept.version]
     assert store.verify_version(kept.manifest) == []
@@ -626,7 +627,7 @@ KILLED_PUBLISHER = textwrap.dedent(
     schema = pa.schema([("id", pa.int64()), ("blob", pa.binary(width))])
     # one growing part of incompressible rows: uploaded in blocks (S3 multipart, GCS resumable,
     # Azure staged blocks) while it is written; SIGKILL lands in the middle of that upload
-    store = SnapshotStore(url, settings=WriterSettings(row_group_rows=rows, part_rows=10**9),
+    store = SnapshotStore(url, settings=WriterSettings(row_group_rows=rows, part_rows=10**9, part_min_rows=10**9),
                           storage_options=options)
 
     def batches():

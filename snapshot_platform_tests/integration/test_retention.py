@@ -15,11 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from snapshot_platform.cli import main
-from snapshot_platform.store import SnapshotStore, retention
+from snapshot_platform.store import SnapshotStore, WriterSettings, retention
+from snapshot_platform.store import publish as publish_module
 from snapshot_platform.training.lock import LOCK_NAME, LockEntry, SnapshotLock
 from snapshot_platform.training.mlflow_logging import MlflowTracking
 from snapshot_platform.training.reproduce import locked_manifests
-from snapshot_platform_tests.store_writes import ASSET, make_table, publish
+from snapshot_platform_tests.store_writes import ASSET, make_table, old_layout, publish
 
 
 def _versions(store: SnapshotStore, partition: str, n: int) -> list[Any]:
@@ -93,7 +94,7 @@ def test_a_publish_racing_gc_never_returns_a_deleted_version(tmp_path: Path, mon
     monkeypatch.setattr(retention, "_step", step)
     result: dict[str, Any] = {}
     gc = threading.Thread(target=lambda: result.update(
-        items=retention.apply_retention(store, 1, None, set(), grace=retention.dt.timedelta(0))))
+        items=retention.apply_retention(store, 1, None, set(), grace=retention.dt.timedelta(0)).items))
     gc.start()
     assert reached.wait(60)  # gc has planned to delete `old` and is at its step
     again = publish(store, make_table(50, salt="v0"), partition="2024-01-01")
@@ -108,14 +109,140 @@ def test_a_publish_racing_gc_never_returns_a_deleted_version(tmp_path: Path, mon
     assert store.read_table(ASSET, "2024-01-01", old.version).num_rows == 50
 
 
+def _part_files(store: SnapshotStore, m: Any) -> list[Path]:
+    return [Path(str(store.part_path(m, f))) for f in m.files]
+
+
 def test_gc_deletes_the_manifest_before_the_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SnapshotStore(str(tmp_path / "storage"))
-    old, _ = _versions(store, "2024-01-01", 2)
-    seen: list[tuple[bool, bool]] = []
+    old, latest = _versions(store, "2024-01-01", 2)
+    seen: list[tuple[str, bool, bool]] = []
     folder = Path(str(store.version_dir(ASSET, "2024-01-01", old.version)))
-    monkeypatch.setattr(retention, "_step", lambda name, _i: seen.append(
-        (name, (folder / "manifest.json").exists(), any(folder.glob("*.parquet")))))
-    (item,) = retention.apply_retention(store, 1, None, set(), grace=retention.dt.timedelta(0))
-    assert item.deleted
-    assert seen == [("checked", True, True), ("manifest_deleted", False, True)]
-    assert not folder.exists() and [m.version for m in store.versions(ASSET, "2024-01-01")] == [_.version]
+    parts = _part_files(store, old)
+
+    def step(name: str, *_: Any) -> None:
+        seen.append((name, (folder / "manifest.json").exists(), all(p.exists() for p in parts)))
+
+    monkeypatch.setattr(retention, "_step", step)
+    monkeypatch.setattr(retention, "_sweep_step", step)
+    done = retention.apply_retention(store, 1, None, set(), grace=retention.dt.timedelta(0))
+    (item,) = done.items
+    assert item.deleted and item.shared
+    assert seen == [("checked", True, True), ("manifest_deleted", False, True), ("aside", False, False)]
+    assert not folder.exists() and [m.version for m in store.versions(ASSET, "2024-01-01")] == [latest.version]
+    assert not any(p.exists() for p in parts) and all(p.exists() for p in _part_files(store, latest))
+    assert done.bytes_freed == sum(f.bytes for f in old.files) and len(done.sweep.parts) == len(old.files)
+
+
+def test_a_part_shared_with_a_kept_version_is_kept(tmp_path: Path) -> None:
+    """Two versions of one partition share their first rows' part; deleting the older frees only
+    the parts no other manifest references, and a dry run says so without deleting anything."""
+    store = SnapshotStore(str(tmp_path / "storage"), settings=WriterSettings(
+        row_group_rows=1000, part_rows=8000, part_min_rows=200, part_boundary_modulus=500))
+    old = publish(store, make_table(5000), partition="2024-01-01").manifest
+    new = publish(store, make_table(5100), partition="2024-01-01").manifest  # 100 rows more at the end
+    shared = {f.sha256 for f in old.files} & {f.sha256 for f in new.files}
+    only_old = [f for f in old.files if f.sha256 not in shared]
+    assert shared and only_old
+
+    dry = retention.apply_retention(store, 1, None, set(), dry_run=True, grace=retention.dt.timedelta(0))
+    assert [i.version for i in dry.items] == [old.version] and not dry.items[0].deleted
+    assert dry.bytes_freed == sum(f.bytes for f in only_old) and all(p.exists() for p in _part_files(store, old))
+
+    done = retention.apply_retention(store, 1, None, set(), grace=retention.dt.timedelta(0))
+    assert set(done.sweep.parts) == {f.sha256 for f in only_old}
+    assert done.bytes_freed == sum(f.bytes for f in only_old)
+    assert store.verify_version(store.read_manifest(ASSET, "2024-01-01", new.version)) == []
+
+
+def test_an_old_layout_version_is_deleted_with_its_folder(tmp_path: Path) -> None:
+    """A version written before shared parts (format 2: parts in its version folder) is deleted by
+    the same steps; its own parts free their bytes."""
+    store = SnapshotStore(str(tmp_path / "storage"))
+    old = old_layout(store, publish(store, make_table(300, salt="x"), partition="2024-01-01").manifest)
+    publish(store, make_table(40), partition="2024-01-01")
+    done = retention.apply_retention(store, 1, None, set(), grace=retention.dt.timedelta(0))
+    (item,) = done.items
+    assert item.version == old.version and item.deleted and not item.shared
+    assert not Path(str(store.version_dir(ASSET, "2024-01-01", old.version))).exists()
+    # its folder's parts, and the shared copies nothing references any more
+    assert done.bytes_freed == 2 * sum(f.bytes for f in old.files)
+
+
+@pytest.mark.parametrize("publish_first", [True, False], ids=["publish-then-sweep", "sweep-then-publish"])
+def test_a_publish_reusing_a_part_while_gc_sweeps_it_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              publish_first: bool) -> None:
+    """The race of shared parts. A publish of another partition with the same rows as a version gc
+    deletes reuses its parts. publish-then-sweep: the publish has found every part present and is
+    held just before its manifest while gc deletes the version and sweeps (its intent keeps the
+    parts). sweep-then-publish: gc is held with the parts moved aside while the publish runs whole
+    (it finds them absent and places its own; gc's second look sees its manifest)."""
+    store = SnapshotStore(str(tmp_path / "storage"))
+    old, _latest = _versions(store, "2024-01-01", 2)
+    table = make_table(50, salt="v0")  # old's rows
+    held, release = threading.Event(), threading.Event()
+
+    def hold(name: str) -> None:
+        held.set()
+        assert release.wait(60)
+
+    result: dict[str, Any] = {}
+    if publish_first:
+        monkeypatch.setattr(publish_module, "_step", lambda name: hold(name) if name == "parts_placed" else None)
+        racer = threading.Thread(target=lambda: result.update(again=publish(store, table, partition="2024-01-02")))
+        racer.start()
+        assert held.wait(60)  # every part of old found present, the manifest not yet written
+        done = retention.apply_retention(store, 1, None, set(), grace=retention.dt.timedelta(0))
+        assert done.items[0].deleted and done.sweep.parts == ()  # the intent kept every part
+        release.set()
+        racer.join(60)
+    else:
+        monkeypatch.setattr(retention, "_sweep_step", hold)
+        gc = threading.Thread(target=lambda: result.update(done=retention.apply_retention(
+            store, 1, None, set(), grace=retention.dt.timedelta(0))))
+        gc.start()
+        assert held.wait(60)  # old's manifest deleted, its parts moved aside
+        assert not any(p.exists() for p in _part_files(store, old))
+        result["again"] = publish(store, table, partition="2024-01-02")
+        release.set()
+        gc.join(60)
+        assert result["done"].sweep.parts == ()  # gc saw the new manifest and deleted nothing
+    again = result["again"]
+    assert again.created and again.version == old.version
+    assert store.verify_version(store.read_manifest(ASSET, "2024-01-02", again.version)) == []
+    assert store.read_table(ASSET, "2024-01-02").num_rows == 50
+    assert not list((tmp_path / "storage" / ".intents").iterdir())
+    assert not [p for p in (tmp_path / "storage" / ".staging").iterdir()]
+
+
+def test_a_killed_publishers_parts_are_kept_by_its_intent_until_gc_removes_it(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publisher killed between placing its parts and its manifest leaves the parts and its intent:
+    the sweep keeps them; gc --older-than removes the idle intent; the next sweep deletes them."""
+    import datetime as dt
+
+    from snapshot_platform.store.gc import collect_garbage
+
+    store = SnapshotStore(str(tmp_path / "storage"))
+    kept = publish(store, make_table(40)).manifest
+
+    def killed(name: str) -> None:
+        raise SystemExit("killed before the manifest")
+
+    with monkeypatch.context() as m:
+        m.setattr(publish_module, "_step", killed)
+        m.setattr(retention, "remove_intent", lambda *a: None)  # killed: its finally never ran
+        with pytest.raises(SystemExit):
+            publish(store, make_table(30, salt="torn"), partition="2024-01-02")
+    orphans = {p.name for p in (tmp_path / "storage" / "parts").rglob("*.parquet")} - {
+        f"{f.sha256}.parquet" for f in kept.files}
+    assert orphans and len(list((tmp_path / "storage" / ".intents").iterdir())) == 1
+
+    zero = dt.timedelta(0)
+    assert retention.apply_retention(store, 1, None, set(), grace=zero).sweep.parts == ()  # the intent keeps them
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
+    found = collect_garbage(store, dt.timedelta(hours=24), now=later)
+    assert [(f.kind, f.stale, f.removed) for f in found] == [("intent", True, True)]
+    swept = retention.apply_retention(store, 1, None, set(), grace=zero).sweep
+    assert {f"{sha}.parquet" for sha in swept.parts} == orphans
+    assert store.verify_version(kept) == [] and store.versions(ASSET, "2024-01-02") == []

@@ -152,14 +152,21 @@ def test_a_manifest_copied_into_another_partition_is_refused_everywhere(trust):
 
 
 def _replace_part(trust: Trust, m: dict[str, Any], table: pa.Table) -> None:
-    part = trust.folder(m) / m.files[0].path
-    pq.write_table(table, part, compression="zstd")
+    """The forger writes a part of their own as a shared part (named by its hash) and points the
+    manifest at it, with its hash and size."""
     import hashlib
 
-    data = part.read_bytes()
+    forged = trust.folder(m).parent / "forged.parquet"
+    pq.write_table(table, forged, compression="zstd")
+    data = forged.read_bytes()
+    forged.unlink()
+    sha = hashlib.sha256(data).hexdigest()
+    part = Path(str(trust.store.root)) / "parts" / sha[:2] / f"{sha}.parquet"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(data)
 
     def change(doc: dict[str, Any]) -> None:
-        doc["files"][0].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+        doc["files"][0].update(path=f"parts/{sha[:2]}/{sha}.parquet", sha256=sha, bytes=len(data))
 
     trust.edit(m, change)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from snapshot_platform_tests.store_writes import (
     batches_of,
     make_table,
     manifest_fields,
+    old_layout,
     publish,
 )
 from snapshot_platform.store.manifest import (
@@ -51,6 +53,7 @@ from snapshot_platform.store.manifest import (
 )
 
 SMALL = WriterSettings(row_group_rows=1000, part_rows=3000)
+FIXED = WriterSettings(row_group_rows=1000, part_rows=3000, part_min_rows=3000)  # parts of exactly 3,000 rows
 
 STORE_OWNED = ("format_version", "asset", "partition", "version", "created_at", "row_count", "files", "schema")
 
@@ -65,6 +68,11 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
             st = p.stat()
             out[str(rel)] = (st.st_mtime_ns, st.st_size)
     return out
+
+
+def part_file(store: SnapshotStore, m: Manifest, i: int = 0) -> Path:
+    """The stored file of ``m``'s part ``i`` (shared under <root>/parts/ since format 3)."""
+    return Path(str(store.part_path(m, m.files[i])))
 
 
 def staging_leftovers(root: Path) -> list[Path]:
@@ -98,13 +106,13 @@ def test_publish_writes_a_complete_readable_manifest(store, root):
     assert result.created is True
     folder = root / "snapshots" / ASSET / PARTITION / result.version
     assert result.uri == folder.resolve().as_uri()
-    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST_NAME, "part-00000.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST_NAME]  # the parts are shared, by content
 
     on_disk = json.loads((folder / MANIFEST_NAME).read_text())
     assert on_disk == json.loads(json.dumps(result.manifest.as_dict(), default=str))
     for field in REQUIRED_FIELDS:
         assert field in on_disk, field
-    assert on_disk["format_version"] == FORMAT_VERSION == 2
+    assert on_disk["format_version"] == FORMAT_VERSION == 3
     assert (on_disk["asset"], on_disk["partition"], on_disk["version"]) == (ASSET, PARTITION, result.version)
     assert on_disk["row_count"] == 2500
     assert on_disk["window"] == manifest_fields()["window"]
@@ -116,7 +124,8 @@ def test_publish_writes_a_complete_readable_manifest(store, root):
         {"name": "score", "type": "double", "nullable": True},
     ]
     [f] = on_disk["files"]
-    part = folder / f["path"]
+    assert f["path"] == f"parts/{f['sha256'][:2]}/{f['sha256']}.parquet"
+    part = root / f["path"]
     assert f["rows"] == 2500 and f["bytes"] == part.stat().st_size
     assert f["sha256"] == hashlib.sha256(part.read_bytes()).hexdigest()
     assert "T" in on_disk["created_at"] and on_disk["created_at"].endswith("+00:00")
@@ -221,26 +230,22 @@ def test_partitions_and_assets_are_separate(store):
 # ------------------------------------------------------------------ integrity
 
 
-def _single_part(root: Path, version: str) -> Path:
-    return root / "snapshots" / ASSET / PARTITION / version / "part-00000.parquet"
-
-
 def test_flipped_byte_is_caught_on_read_and_by_verify(store, root):
     result = publish(store, make_table(2000))
-    part = _single_part(root, result.version)
+    part = part_file(store, result.manifest)
     assert store.verify_version(result.manifest) == []
     flip_byte(part)
 
     with pytest.raises(IntegrityError) as info:
         store.read_table(ASSET, PARTITION)
-    assert "part-00000.parquet" in str(info.value)
+    assert part.name in str(info.value)
     assert result.version in str(info.value)
     with pytest.raises(IntegrityError):
         list(store.iter_batches(result.manifest))
 
     problems = store.verify_version(store.read_manifest(ASSET, PARTITION, result.version))
     assert len(problems) == 1
-    assert "part-00000.parquet" in problems[0] and "sha256" in problems[0]
+    assert part.name in problems[0] and "sha256" in problems[0]
 
 
 def test_nested_columns_verify_and_read_back(store):
@@ -260,23 +265,23 @@ def test_nested_columns_verify_and_read_back(store):
 
 def test_truncated_part_is_reported_with_its_size(store, root):
     result = publish(store, make_table(2000))
-    part = _single_part(root, result.version)
+    part = part_file(store, result.manifest)
     part.write_bytes(part.read_bytes()[:-10])
     [problem] = store.verify_version(result.manifest)
-    assert "part-00000.parquet" in problem and "bytes" in problem
-    with pytest.raises(IntegrityError, match="part-00000.parquet"):
+    assert part.name in problem and "bytes" in problem
+    with pytest.raises(IntegrityError, match=part.name):
         store.read_table(ASSET, PARTITION)
 
 
 def test_missing_part_is_reported(root):
     store = SnapshotStore(root, settings=SMALL)
     result = publish(store, make_table(10_000), batch_rows=500)
-    folder = root / "snapshots" / ASSET / PARTITION / result.version
-    (folder / "part-00001.parquet").unlink()
+    gone = part_file(store, result.manifest, 1)
+    gone.unlink()
     problems = store.verify_version(result.manifest)
     assert len(problems) == 1
-    assert "part-00001.parquet" in problems[0] and "missing" in problems[0]
-    with pytest.raises(IntegrityError, match="part-00001.parquet"):
+    assert gone.name in problems[0] and "missing" in problems[0]
+    with pytest.raises(IntegrityError, match=gone.name):
         store.read_table(ASSET, PARTITION)
 
 
@@ -316,18 +321,17 @@ def test_unknown_partition_and_version_are_not_found(store):
 
 
 def test_multi_part_round_trip_with_fixed_row_groups(root):
-    store = SnapshotStore(root, settings=SMALL)
+    store = SnapshotStore(root, settings=FIXED)
     table = make_table(10_000)
     result = publish(store, table, batch_rows=777)
     m = result.manifest
-    assert [f.path for f in m.files] == [f"part-{i:05d}.parquet" for i in range(4)]
+    assert [f.path for f in m.files] == [f"parts/{f.sha256[:2]}/{f.sha256}.parquet" for f in m.files]
     assert [f.rows for f in m.files] == [3000, 3000, 3000, 1000]
     assert m.row_count == 10_000
     assert m.writer["row_group_rows"] == 1000 and m.writer["part_rows"] == 3000
 
-    folder = root / "snapshots" / ASSET / PARTITION / result.version
     for f in m.files:
-        meta = pq.ParquetFile(folder / f.path).metadata
+        meta = pq.ParquetFile(root / f.path).metadata
         assert meta.num_rows == f.rows
         assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000] * (f.rows // 1000)
 
@@ -343,10 +347,10 @@ def test_multi_part_round_trip_with_fixed_row_groups(root):
 
 
 def test_row_groups_cut_at_fixed_sizes_with_a_remainder(root):
-    store = SnapshotStore(root, settings=WriterSettings(row_group_rows=1000, part_rows=1_000_000))
+    store = SnapshotStore(root, settings=WriterSettings(row_group_rows=1000, part_rows=1_000_000,
+                                                        part_min_rows=1_000_000))
     result = publish(store, make_table(2500), batch_rows=333)
-    folder = root / "snapshots" / ASSET / PARTITION / result.version
-    meta = pq.ParquetFile(folder / "part-00000.parquet").metadata
+    meta = pq.ParquetFile(part_file(store, result.manifest)).metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 500]
 
 
@@ -491,7 +495,8 @@ def test_two_concurrent_threads_publishing_the_same_content(root):
         assert sorted(r.created for r in results) == [False, True]
         pdir = root / "snapshots" / ASSET / partition
         [vdir] = list(pdir.iterdir())
-        assert sorted(p.name for p in vdir.iterdir()) == [MANIFEST_NAME, "part-00000.parquet"]
+        assert sorted(p.name for p in vdir.iterdir()) == [MANIFEST_NAME]
+        assert all(part_file(store, results[0].manifest, i).exists() for i in range(len(results[0].manifest.files)))
         assert len(store.versions(ASSET, partition)) == 1
         assert store.read_table(ASSET, partition).equals(table)
     assert staging_leftovers(root) == []
@@ -548,7 +553,10 @@ def test_two_concurrent_processes_publishing_the_same_content(tmp_path, root):
     store = SnapshotStore(root)
     [m] = store.versions(ASSET, PARTITION)
     vdir = root / "snapshots" / ASSET / PARTITION / m.version
-    assert sorted(p.name for p in vdir.iterdir()) == [MANIFEST_NAME] + [f"part-{i:05d}.parquet" for i in range(3)]
+    assert sorted(p.name for p in vdir.iterdir()) == [MANIFEST_NAME]
+    assert [f.rows for f in m.files] == [2000] * 3  # part_rows below part_min_rows: fixed cuts
+    assert sorted(p.name for p in (root / "parts").rglob("*.parquet")) == sorted(f"{f.sha256}.parquet" for f in m.files)
+    assert not list((root / ".intents").iterdir())
     assert store.verify_version(m) == []
     assert store.read_table(ASSET, PARTITION).num_rows == 6000
 
@@ -590,39 +598,154 @@ def test_writer_killed_mid_stream_leaves_nothing_a_reader_can_see(root):
     assert store.read_table(ASSET, PARTITION).equals(table)
 
 
-def test_killed_between_moving_data_and_writing_the_manifest_is_adopted(store, root):
+def test_killed_between_placing_parts_and_writing_the_manifest_reuses_the_parts(store, root):
     table = make_table(3000)
     first = publish(store, table)
     vdir = root / "snapshots" / ASSET / PARTITION / first.version
-    part_bytes = (vdir / "part-00000.parquet").read_bytes()
-    (vdir / MANIFEST_NAME).unlink()  # the writer died right after the rename
+    part = part_file(store, first.manifest)
+    before = part.stat()
+    (vdir / MANIFEST_NAME).unlink()  # the writer died right after placing its parts
     assert store.versions(ASSET, PARTITION) == []
 
     rerun = publish(store, table, batch_rows=333)
-    assert rerun.version == first.version
-    assert rerun.created is True
-    assert sorted(p.name for p in vdir.iterdir()) == [MANIFEST_NAME, "part-00000.parquet"]
-    assert (vdir / "part-00000.parquet").read_bytes() == part_bytes
-    assert [m.version for m in store.versions(ASSET, PARTITION)] == [first.version]
+    assert (rerun.version, rerun.created) == (first.version, True)
+    assert sorted(p.name for p in vdir.iterdir()) == [MANIFEST_NAME]
+    after = part.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not written again
     assert store.verify_version(rerun.manifest) == []
     assert store.read_table(ASSET, PARTITION).equals(table)
     assert staging_leftovers(root) == []
 
 
-def test_killed_between_move_and_manifest_with_damaged_data_is_replaced(root):
+def test_a_torn_or_missing_shared_part_is_placed_again_and_old_leftovers_set_aside(root):
     store = SnapshotStore(root, settings=SMALL)
     table = make_table(7000)
     first = publish(store, table)
+    assert len(first.manifest.files) >= 3
     vdir = root / "snapshots" / ASSET / PARTITION / first.version
     (vdir / MANIFEST_NAME).unlink()
-    flip_byte(vdir / "part-00001.parquet")  # torn write
-    (vdir / "part-00002.parquet").unlink()  # never made it
+    torn = part_file(store, first.manifest, 1)
+    torn.write_bytes(torn.read_bytes()[:-7])  # a part of another size than its content: never trusted
+    part_file(store, first.manifest, 2).unlink()  # never made it
+    pq.write_table(make_table(5), vdir / "part-00000.parquet")  # an earlier release's writer died here
 
     rerun = publish(store, table)
     assert (rerun.version, rerun.created) == (first.version, True)
     assert store.verify_version(rerun.manifest) == []
     assert store.read_table(ASSET, PARTITION).equals(table)
-    assert sorted(p.name for p in vdir.iterdir()) == [MANIFEST_NAME] + [f"part-{i:05d}.parquet" for i in range(3)]
+    assert sorted(p.name for p in vdir.iterdir()) == [MANIFEST_NAME]
+    assert [p.name.split("-")[0] for p in staging_leftovers(root)] == ["abandoned"]
+
+
+def test_identical_parts_are_stored_once_across_versions_and_partitions(root):
+    """An insert at the end and an update in one key range change only the parts around them."""
+    store = SnapshotStore(root, settings=WriterSettings(row_group_rows=1000, part_rows=8000, part_min_rows=200,
+                                                        part_boundary_modulus=500))
+    base = make_table(20_000)
+    a = publish(store, base, batch_rows=999).manifest
+    names = base.column("name").to_pylist()
+    names[10_000:10_050] = [f"changed-{i}" for i in range(50)]  # 50 rows updated in one key range
+    changed = pa.table({"id": base.column("id"), "name": names, "score": base.column("score")}, schema=SCHEMA)
+    b = publish(store, pa.concat_tables([changed, make_table(200, start=20_000)]), batch_rows=4096,
+                partition="2024-01-02").manifest
+    old, new = {f.sha256 for f in a.files}, [f for f in b.files if f.sha256 not in {f.sha256 for f in a.files}]
+    assert len(a.files) >= 20 and 1 <= len(new) <= 4
+    assert sum(f.bytes for f in new) <= 0.15 * sum(f.bytes for f in a.files)
+    stored = sorted(p.name for p in (root / "parts").rglob("*.parquet"))
+    assert stored == sorted({f"{sha}.parquet" for sha in old | {f.sha256 for f in b.files}})  # each content once
+    assert store.verify_version(a) == [] and store.verify_version(b) == []
+    # the same rows in another partition (another asset too) add no part at all
+    c = publish(store, base, batch_rows=5000, asset="other_asset").manifest
+    assert [f.sha256 for f in c.files] == [f.sha256 for f in a.files]
+    assert sorted(p.name for p in (root / "parts").rglob("*.parquet")) == stored
+
+
+def test_part_boundaries_follow_the_key_not_the_batches_or_the_start():
+    """A boundary depends on the rows just before it: dropping the first rows keeps every later
+    boundary (after a short resynchronisation), and the source's batch sizes change nothing."""
+    from snapshot_platform.store.boundaries import key_hashes
+    from snapshot_platform.store.writer import write_parts
+
+    settings = WriterSettings(row_group_rows=1000, part_rows=8000, part_min_rows=200, part_boundary_modulus=500)
+    table = make_table(30_000)
+
+    def ends(t: pa.Table, batch_rows: int) -> list[int]:
+        written = write_parts(t.to_batches(max_chunksize=batch_rows), SCHEMA, lambda _n: _Sink(), settings,
+                              key=["id"])
+        out, at = [], t.column("id")[0].as_py()
+        for part in written.parts:
+            at += part.rows
+            out.append(at)
+        return out
+
+    full = ends(table, 1000)
+    assert ends(table, 7) == full == ends(table, 30_000)
+    tail = ends(table.slice(3000), 1000)
+    assert set(full[-10:]) <= set(tail)
+    # the key hash is fixed (no seed): these values are what every process on every platform computes
+    h = key_hashes(table.slice(0, 3).to_batches()[0], ["id"])
+    assert h.tolist() == key_hashes(pa.record_batch({"id": pa.array([0, 1, 2], pa.int64())}), ["id"]).tolist()
+    assert h.tolist() == _KEY_HASHES
+
+
+def test_a_version_in_the_layout_before_shared_parts_reads_and_verifies(root):
+    """Format 2 (parts in the version folder, paths relative to it) stays readable and verifiable,
+    with the same rules: a flipped byte, a stray file, a path that is not its sha256's in format 3."""
+    store = SnapshotStore(root, settings=FIXED)
+    table = make_table(7000)
+    m = old_layout(store, publish(store, table).manifest)
+    folder = root / "snapshots" / ASSET / PARTITION / m.version
+    assert m.format_version == 2 and not m.shared_parts and [f.path for f in m.files] == [
+        "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    shutil.rmtree(root / "parts")  # its parts are its own: the shared copies are not read
+    assert store.verify_version(m) == []
+    assert store.read_table(ASSET, PARTITION).equals(table)
+    assert pa.Table.from_batches(list(store.iter_batches(m, batch_rows=999))).equals(table)
+
+    flip_byte(folder / "part-00001.parquet")
+    [problem] = store.verify_version(m)
+    assert problem.startswith((folder / "part-00001.parquet").as_uri()) and "sha256" in problem
+    with pytest.raises(IntegrityError, match="part-00001.parquet"):
+        store.read_table(ASSET, PARTITION)
+    flip_byte(folder / "part-00001.parquet")
+    pq.write_table(make_table(5), folder / "part-00003.parquet")
+    assert [p.endswith("part-00003.parquet: not listed in the manifest") for p in store.verify_version(m)] == [True]
+
+
+def test_a_format_3_path_must_be_its_parts_content_name():
+    doc = json.loads(MANIFEST_FORMAT_2)
+    doc["format_version"] = 3
+    with pytest.raises(ManifestError, match=r"files\[0\]\.path 'part-00000.parquet' must be 'parts/bb/b+\.parquet'"):
+        Manifest.from_dict(doc, where="m.json")
+    doc["files"][0]["path"] = "parts/bb/" + "b" * 64 + ".parquet"
+    assert Manifest.from_dict(doc, where="m.json").shared_parts
+
+
+def test_identical_runs_of_rows_share_one_part_within_a_version(root):
+    """20,000 equal rows (no key) cut every 3,000 rows: the manifest lists the one shared part six
+    times, and the version reads back whole."""
+    store = SnapshotStore(root, settings=FIXED)
+    table = pa.table({"v": pa.array(["same"] * 20_000)})
+    fields = manifest_fields(key=None)
+    result = store.publish(ASSET, PARTITION, table.schema, table.to_batches(max_chunksize=3000), fields)
+    m = result.manifest
+    assert [f.rows for f in m.files] == [3000] * 6 + [2000] and len({f.sha256 for f in m.files}) == 2
+    assert len(list((root / "parts").rglob("*.parquet"))) == 2
+    assert store.verify_version(m) == [] and store.read_table(ASSET, PARTITION).equals(table)
+
+
+_KEY_HASHES = [3616043797377027357, 16563397162265235958, 8173861119174067167]  # key-hash-1 of ids 0, 1, 2
+
+
+class _Sink:
+    def write(self, data: Any) -> int:
+        return memoryview(data).nbytes
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 # ------------------------------------------------------------------ processes that read exit cleanly
