@@ -420,7 +420,10 @@ def delete_version(store: Any, item: RetentionItem, started: dt.datetime, grace:
             return False
         shutil.rmtree(aside, ignore_errors=True)
     else:
-        folder.fs.rm(fs_path(folder), recursive=True)
+        try:
+            folder.fs.rm(fs_path(folder), recursive=True)
+        except FileNotFoundError:  # a format 3 folder held its manifest only: nothing is left
+            pass
         folder.fs.invalidate_cache(fs_path(folder))
     p = touch_path(store, item.asset, item.partition, item.version)
     if store.local:

@@ -582,6 +582,32 @@ def test_dying_between_the_parts_and_the_manifest_leaves_no_version(peer, store,
     assert store.verify_version(result.manifest) == []
 
 
+def test_retention_sweeps_only_parts_no_manifest_references(peer, prefix):
+    """Two versions of one partition share parts; retention deletes the older's manifest, then the
+    parts only it referenced (moved aside, checked again, deleted); a part held by a publish's intent
+    stays; the kept version verifies and nothing is left under .staging/."""
+    import datetime as dt
+
+    from snapshot_platform.store import retention
+
+    store = SnapshotStore(peer.url(prefix), storage_options=peer.storage_options, settings=WriterSettings(
+        row_group_rows=1000, part_rows=8000, part_min_rows=200, part_boundary_modulus=500))
+    old = publish(store, make_table(5000)).manifest
+    new = publish(store, make_table(5100)).manifest  # 100 rows more at the end: the first parts shared
+    only_old = sorted({f.sha256 for f in old.files} - {f.sha256 for f in new.files})
+    assert only_old and {f.sha256 for f in old.files} & {f.sha256 for f in new.files}
+    intent = retention.write_intent(store, only_old[:1])  # a publish about to reference one of them
+    done = retention.apply_retention(store, 1, None, set(), grace=dt.timedelta(0))
+    assert [i.version for i in done.items if i.deleted] == [old.version]
+    assert sorted(done.sweep.parts) == only_old[1:]
+    keys = peer.keys(prefix + "/")
+    assert f"{prefix}/parts/{only_old[0][:2]}/{only_old[0]}.parquet" in keys
+    assert not any(f"{prefix}/parts/{sha[:2]}/{sha}.parquet" in keys for sha in only_old[1:])
+    assert not [k for k in keys if "/.staging/" in k]
+    retention.remove_intent(store, intent)
+    assert store.verify_version(store.read_manifest(ASSET, PARTITION, new.version)) == []
+
+
 def test_gc_removes_stale_staging_and_keeps_every_published_object(peer, store, prefix, monkeypatch):
     import datetime as dt
 
