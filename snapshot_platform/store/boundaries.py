@@ -9,11 +9,11 @@ stored copy under ``<root>/parts/`` (docs/storage.md, "Deduplicated storage").
 
 The key hash (``key-hash-1``) is a 64-bit digest of the boundary columns' values, computed with
 numpy over whole batches, identical on every platform and in every process (no Python ``hash``,
-no seed): each value's canonical bytes (strings and binaries as stored; numbers, decimals, dates,
-times and timestamps as Arrow's cast to text writes them; dictionaries decoded; NULL a constant)
-go through a polynomial hash modulo 2**64, mixed with splitmix64's finaliser, and the columns are
-combined in order. The boundary columns are the manifest's ``key`` (the sort order); without a
-key, every column whose type has canonical bytes (not lists, structs or maps). With none of those
+no seed): integers, booleans, dates, times, timestamps and durations by their 64-bit value;
+everything else by its canonical bytes (strings and binaries as stored; floats and decimals as
+Arrow's cast to text writes them) through a polynomial hash modulo 2**64; dictionaries decoded;
+NULL a constant; each value mixed with splitmix64's finaliser, and the columns combined in order.
+The boundary columns are the manifest's ``key`` (the sort order); without a key, every column whose type has canonical bytes (not lists, structs or maps). With none of those
 the parts are cut at ``part_rows`` only.
 
 Plain library: no Dagster, no database.
@@ -82,7 +82,29 @@ def _canonical_bytes(arr: pa.Array) -> pa.Array:
     return pc.cast(arr, pa.large_binary())
 
 
+def _integer_like(t: pa.DataType) -> bool:
+    return (pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_date(t) or pa.types.is_time(t)
+            or pa.types.is_timestamp(t) or pa.types.is_duration(t))
+
+
 def _column_hash(arr: pa.Array) -> np.ndarray:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if _integer_like(arr.type):
+        # integers, booleans, dates, times, timestamps, durations: their 64-bit value (two's
+        # complement, as the type stores it: a timestamp's unit is part of the schema) mixed once
+        if pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type):
+            values = pc.cast(arr, pa.int64(), safe=False)
+        else:  # a temporal type: the integer it stores
+            values = pc.cast(arr.view(pa.int32() if arr.type.bit_width == 32 else pa.int64()), pa.int64())
+        if values.null_count:
+            values = pc.fill_null(values, 0)
+        h = _mix(values.to_numpy(zero_copy_only=False).view(_U64) ^ _GOLDEN)
+        if arr.null_count:
+            h[arr.is_null().to_numpy(zero_copy_only=False)] = _NULL
+        return h
     data = _canonical_bytes(arr)
     n = len(data)
     _validity, offsets_buf, data_buf = data.buffers()

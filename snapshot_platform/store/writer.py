@@ -37,7 +37,7 @@ class WriterSettings:
     compression: str = "zstd"
     compression_level: int = 1
     row_group_rows: int = 131_072
-    part_rows: int = 131_072  # at most: a part is cut here whatever its content
+    part_rows: int = 65_536  # at most: a part is cut here whatever its content
     part_min_rows: int = 2_048  # no content-defined boundary before this (no tiny files)
     part_boundary_modulus: int = 8_192
 

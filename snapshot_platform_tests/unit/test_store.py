@@ -734,7 +734,7 @@ def test_identical_runs_of_rows_share_one_part_within_a_version(root):
     assert store.verify_version(m) == [] and store.read_table(ASSET, PARTITION).equals(table)
 
 
-_KEY_HASHES = [3616043797377027357, 16563397162265235958, 8173861119174067167]  # key-hash-1 of ids 0, 1, 2
+_KEY_HASHES = [12035550249420947055, 6755974106381971767, 7235116703822611636]  # key-hash-1 of ids 0, 1, 2
 
 
 class _Sink:
