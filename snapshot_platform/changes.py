@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from snapshot_platform.catalog import SnapshotSpec
-from snapshot_platform.orchestration.partitions import window_for
+from snapshot_platform.catalog.windows import window_for
 from snapshot_platform.sources import Source
 from snapshot_platform.store import SnapshotStore, fingerprints
 

@@ -97,7 +97,7 @@ def require_snapshot(ctx: click.Context, store: SnapshotStore, name: str, partit
     A catalog entry's key must be canonical and within its start and end (its window may be open:
     reading is not snapshotting); a snapshot only in the storage takes the form of its stored keys.
     """
-    from snapshot_platform.orchestration.partitions import PartitionKeyError, window_for
+    from snapshot_platform.catalog.windows import PartitionKeyError, window_for
     from snapshot_platform.store.files import safe_component
 
     check_name(store, name)

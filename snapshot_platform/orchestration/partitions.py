@@ -1,12 +1,14 @@
 """Partitions: a catalog cadence becomes a Dagster time-window partitions definition, and a key its window.
 
-Dagster's definition is the one source of truth for keys and windows, inside and outside a run.
-Windows are half-open and in UTC; only completed windows are partitions.
+Dagster's definition is the source of truth for keys and windows; outside a run, ``window_for``
+(catalog/windows.py) computes the same windows without importing Dagster. Windows are half-open and
+in UTC; only completed windows are partitions.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from dagster import (
     DailyPartitionsDefinition,
@@ -18,7 +20,9 @@ from dagster import (
 )
 
 from snapshot_platform.catalog import PartitionsSpec
-from snapshot_platform.sources.base import Window
+# a key's window without Dagster (the CLI's snapshot need not import it), pinned equal to the
+# definitions below by unit/test_partition_windows.py
+from snapshot_platform.catalog.windows import PartitionKeyError, window_for  # noqa: F401 (re-exported)
 
 _CLASSES = {
     "hourly": HourlyPartitionsDefinition,
@@ -29,68 +33,16 @@ _CLASSES = {
 
 
 def partitions_def(spec: PartitionsSpec) -> TimeWindowPartitionsDefinition:
-    cls = _CLASSES[spec.cadence]
-    kwargs = {"start_date": spec.start, "timezone": "UTC"}
-    if spec.end is not None:
-        kwargs["end_date"] = spec.end
-    return cls(**kwargs)
+    """The partitions definition of a cadence, start and end: one shared instance for each."""
+    return _partitions_def(spec.cadence, spec.start, spec.end)
 
 
-class PartitionKeyError(ValueError):
-    """A partition key that is not one of the catalog's partitions; the message names the expected form."""
-
-
-_HUMAN_FORMAT = {"%Y-%m-%d-%H:%M": "YYYY-MM-DD-HH:MM", "%Y-%m-%d": "YYYY-MM-DD"}
-
-
-def _utc(t: dt.datetime) -> dt.datetime:
-    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
-
-
-def window_for(
-    spec: PartitionsSpec, partition_key: str, *, allow_open: bool = False, now: dt.datetime | None = None
-) -> Window:
-    """The window of ``partition_key``.
-
-    A :class:`PartitionKeyError` (a ValueError) names the expected form when the key is malformed or
-    not canonical (``2024-1-5`` for ``2024-01-05``, a weekly key that is not the week's first day),
-    before the catalog's ``start`` or past its ``end``, or when its window has not closed yet at
-    ``now`` (default: the current time) unless ``allow_open``.
-    """
-    pdef = partitions_def(spec)
-    form = _HUMAN_FORMAT.get(pdef.fmt, pdef.fmt)
-    example = pdef.get_first_partition_key()
-    try:
-        tw = pdef.time_window_for_partition_key(partition_key)
-    except Exception:  # Dagster raises assorted errors for a malformed key
-        raise PartitionKeyError(
-            f"{partition_key!r} is not a {spec.cadence} partition key: expected {form} (like {example!r})"
-        ) from None
-    canonical = tw.start.strftime(pdef.fmt)
-    if canonical != partition_key:
-        raise PartitionKeyError(
-            f"{partition_key!r} is not a canonical {spec.cadence} partition key: expected {form}, the "
-            f"start of a {spec.cadence} window (this key would be read as {canonical!r})"
-        )
-    start, end = _utc(tw.start), _utc(tw.end)
-    if start < _utc(spec.start):
-        raise PartitionKeyError(
-            f"partition {partition_key!r} is before the catalog's start {spec.start:%Y-%m-%d}: expected a "
-            f"{spec.cadence} key ({form}) from {example!r}"
-        )
-    if spec.end is not None and end > _utc(spec.end):
-        raise PartitionKeyError(
-            f"partition {partition_key!r} ends after the catalog's end {spec.end:%Y-%m-%d}: expected a "
-            f"{spec.cadence} key ({form}) from {example!r} whose window ends by then"
-        )
-    current = _utc(now) if now is not None else dt.datetime.now(dt.timezone.utc)
-    if end > current and not allow_open:
-        raise PartitionKeyError(
-            f"partition {partition_key!r} covers [{start.isoformat()}, {end.isoformat()}), which has not "
-            f"closed yet: its rows may still change. Snapshot it after {end.isoformat()}, or ask for the "
-            "open window explicitly (snapshot-platform snapshot --allow-open-window)"
-        )
-    return Window(start, end)
+@functools.lru_cache(maxsize=None)
+def _partitions_def(cadence: str, start: dt.datetime, end: dt.datetime | None) -> TimeWindowPartitionsDefinition:
+    kwargs = {"start_date": start, "timezone": "UTC"}
+    if end is not None:
+        kwargs["end_date"] = end
+    return _CLASSES[cadence](**kwargs)
 
 
 _PERIOD = {
