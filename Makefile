@@ -49,8 +49,23 @@ test: install bigquery-emulator chromium
 test-unit: install
 	$(BIN)/python -m pytest snapshot_platform_tests/unit $(PYTEST_ARGS)
 
-bench: install
-	$(BIN)/python benchmarks/snapshot_throughput.py
+# The benchmarks side by side (benchmarks/README.md): the bench extra adds the peers (DuckDB's postgres
+# extension, ConnectorX). BENCH_ARGS for more, e.g. BENCH_ARGS="--rows 6000000 --scaling".
+BENCH_STAMP := $(VENV)/.bench-stamp
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Then the K=1 vs K=2 parallel read and the backfill benchmarks, where present, each with the load average.
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/snapshot_throughput.py $(BENCH_ARGS)
+	@for b in parallel_read backfill; do \
+	  if test -f benchmarks/$$b.py; then \
+	    echo; echo "== benchmarks/$$b.py (load average $$(cut -d' ' -f1-3 /proc/loadavg))"; \
+	    $(BIN)/python benchmarks/$$b.py || exit 1; \
+	  fi; done
 
 ui: install
 	home="$${DAGSTER_HOME:-$${SNAPSHOT_PLATFORM_HOME:-$$HOME/.snapshot_platform}/dagster_home}"; mkdir -p "$$home"; \
