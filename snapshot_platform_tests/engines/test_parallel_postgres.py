@@ -240,3 +240,29 @@ def test_rows_that_cannot_be_set_aside_fail_the_read_naming_the_folder(
         capture.take_snapshot(spec, make_source("pg", catalog.sources["pg"]), window_for(spec.partitions, DAY),
                               store, name="events", partition_key=DAY, progress=slow_writer)
     assert _our_sessions(pg_database) == [] and _range_threads() == []
+
+
+def test_a_writer_that_gives_up_mid_stream_stops_every_connection(
+        pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's side fails after the first batch (as a full disk would), while the other
+    connections are still reading or waiting: the read ends, every connection and thread is gone,
+    nothing is published."""
+    from snapshot_platform import capture
+    from snapshot_platform.orchestration.partitions import window_for
+    from snapshot_platform.sources import make_source
+
+    monkeypatch.setattr(postgres_parallel, "MIN_ROWS_PER_CONNECTION", 1_000)
+    _fill(pg_database, 9_000)
+    catalog = _catalog(pg_database, 3, ["id"])
+    spec = catalog.snapshots["events"]
+
+    def give_up(rows: int, _bytes: int) -> None:
+        if rows:
+            raise RuntimeError("the writer gave up")
+
+    store = SnapshotStore(str(tmp_path / "store"))
+    with pytest.raises(RuntimeError, match="the writer gave up"):
+        capture.take_snapshot(spec, make_source("pg", catalog.sources["pg"]), window_for(spec.partitions, DAY),
+                              store, name="events", partition_key=DAY, progress=give_up)
+    assert _our_sessions(pg_database) == [] and _range_threads() == []
+    assert store.partitions("events") == [] or store.versions("events", DAY) == []
