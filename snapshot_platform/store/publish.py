@@ -146,13 +146,19 @@ def place_local(store: Any, staging: UPath, final: UPath, written: WrittenData, 
     try:
         new_dirs = set()
         for part in written.parts:
+            target = root / mf.part_path(part.sha256)
+            try:
+                if target.stat().st_size == part.bytes:
+                    continue  # stored once already: nothing to write (or to fsync)
+            except FileNotFoundError:
+                pass
             staged = src / part.path
             with open(staged, "rb+") as f:
                 os.fsync(f.fileno())
-            target = root / mf.part_path(part.sha256)
             if not target.parent.exists():
+                new_dirs.update({target.parent.parent, root} if not target.parent.parent.exists()
+                                else {target.parent.parent})
                 target.parent.mkdir(parents=True, exist_ok=True)
-                new_dirs.add(target.parent.parent)
             if _link_part(staged, target, part.bytes):
                 new_dirs.add(target.parent)
         for d in sorted(new_dirs):
