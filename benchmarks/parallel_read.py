@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -102,12 +103,13 @@ def run_once(url: str, connections: int, workdir: Path) -> Run:
     proc = subprocess.Popen(cmd, stdout=sys.stderr)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"the parallelism {connections} run failed (exit status {os.waitstatus_to_exitcode(status)})")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"the parallelism {connections} run failed (exit status {code})")
     got = json.loads(result.read_text())
     subprocess.run(["rm", "-rf", str(out), str(result)], check=False)
-    run = Run(connections, seconds, got["snapshot_seconds"], usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime,
-              load, got["rows"], got["version"], got["read_connections"])
+    run = Run(connections, seconds, got["snapshot_seconds"], usage.ru_maxrss * 1024,
+              usage.ru_utime + usage.ru_stime, load, got["rows"], got["version"], got["read_connections"])
     _log(f"parallelism {connections}: {seconds:.2f}s whole process ({run.snapshot_seconds:.2f}s snapshot, "
          f"{run.read_connections} connection(s)), peak RSS {run.peak_rss_bytes / 1e6:.0f} MB, "
          f"load average before {load:.2f}")
@@ -144,8 +146,8 @@ def print_report(rows: int, k: int, runs: list[Run], summary: dict[str, Any]) ->
     print(f"{rows:,} rows, parallelism 1 vs {k}, {os.cpu_count()} CPU(s), each run a fresh process")
     print(f"{'K':>3} {'whole s':>8} {'snapshot s':>10} {'peak RSS MB':>12} {'CPU s':>7} {'load':>6}  version")
     for r in runs:
-        print(f"{r.connections:>3} {r.seconds:>8.2f} {r.snapshot_seconds:>10.2f} {r.peak_rss_bytes / 1e6:>12.0f} "
-              f"{r.cpu_seconds:>7.1f} {r.load_before:>6.2f}  {r.version}")
+        print(f"{r.connections:>3} {r.seconds:>8.2f} {r.snapshot_seconds:>10.2f} "
+              f"{r.peak_rss_bytes / 1e6:>12.0f} {r.cpu_seconds:>7.1f} {r.load_before:>6.2f}  {r.version}")
     print(f"\nmedian whole process: 1 connection {summary['serial_median_seconds']:.2f}s, {k} connections "
           f"{summary['parallel_median_seconds']:.2f}s: speed-up {summary['speedup']:.2f}x "
           f"(per pair: {', '.join(f'{x:.2f}x' for x in summary['pair_speedups'])})\n")
@@ -171,7 +173,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rows < 1 or args.repeat < 1 or not 2 <= args.connections <= 64:
         p.error("--rows and --repeat must be positive, --connections between 2 and 64")
-    if args.db in {"postgres", "template0", "template1"} or not args.db.isidentifier() or args.db != args.db.lower():
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", args.db) or args.db in {"postgres", "template1"}:
         p.error(f"--db {args.db!r}: use a new lower-case name (it is dropped afterwards unless --keep)")
     return args
 

@@ -107,9 +107,10 @@ _MESSAGES = {
 
 class MySQLSource(DbapiSource):
     kind = "mysql"
-    serial_reason = ("MySQL and MariaDB cannot hand one transaction's consistent snapshot to another session; "
-                     "lining several sessions up on one point in time (as mydumper does) takes FLUSH TABLES WITH "
-                     "READ LOCK or BACKUP STAGE, i.e. the RELOAD privilege, which a read-only role must not have")
+    serial_reason = ("MySQL and MariaDB cannot hand one transaction's consistent snapshot to another "
+                     "session; lining several sessions up on one point in time (as mydumper does) takes "
+                     "FLUSH TABLES WITH READ LOCK or BACKUP STAGE, i.e. the RELOAD privilege, which a "
+                     "read-only role must not have")
     supports_probe = True
     spec: MySQLSourceSpec
 

@@ -389,7 +389,8 @@ class _Team:
     def spill_error(self, exc: OSError) -> SourceError:
         return SourceError(
             f"source {self.source.name}: a parallel read could not set rows aside in the temporary folder "
-            f"{tempfile.gettempdir()} ({exc.strerror or exc}): free space there ($TMPDIR) or lower parallelism")
+            f"{tempfile.gettempdir()} ({exc.strerror or exc}): free space there ($TMPDIR) or lower "
+            "parallelism")
 
     # ---------------------------------------------------------------- the coordinator's hook
 
@@ -405,13 +406,14 @@ class _Team:
             return self._serial(bound, wanted, "the key's first column is not a column of the result")
         if pg_type not in SPLITTABLE_TYPES:
             return self._serial(
-                bound, wanted, f"the key's first column {column!r} is {pg_type or 'of an unknown type'}; split points are "
-                f"rendered into the COPY only for {', '.join(SPLITTABLE_TYPES)}")
+                bound, wanted, f"the key's first column {column!r} is {pg_type or 'of an unknown type'}; "
+                f"split points are rendered into the COPY only for {', '.join(SPLITTABLE_TYPES)}")
         try:
             rows, splits = split_points(cur, bound, column, wanted)
             literals = list(dict.fromkeys(split_literal(v, pg_type) for v in splits if v is not None))
         except (TypeError, ValueError, OverflowError) as exc:  # e.g. a date before year 1: no Python date
-            return self._serial(bound, wanted, f"a split value of {column!r} cannot be rendered as a literal ({exc})")
+            return self._serial(bound, wanted,
+                                f"a split value of {column!r} cannot be rendered as a literal ({exc})")
         if not literals:
             return self._serial(bound, wanted, f"about {rows:,} rows, at most one connection per "
                                 f"{MIN_ROWS_PER_CONNECTION:,} rows", logging.INFO)
@@ -420,7 +422,8 @@ class _Team:
         self.snapshot_id = snapshot_id(exported)
         self.schema, self.column = plan.schema, column
         bounds = [None, *literals, None]
-        self.workers = [_Worker(self.source, self, i, bounds[i], bounds[i + 1]) for i in range(1, len(bounds) - 1)]
+        self.workers = [_Worker(self.source, self, i, bounds[i], bounds[i + 1])
+                        for i in range(1, len(bounds) - 1)]
         self.note = {"connections": len(bounds) - 1, "split_column": column}
         log.info("source %s: reading about %s rows over %d connections in one snapshot, split on %s",
                  self.source.name, f"{rows:,}", len(bounds) - 1, column)
@@ -433,7 +436,8 @@ class _Team:
         return range_query(bound, column, None, bounds[1])
 
     def _serial(self, bound: str, wanted: int, why: str, level: int = logging.WARNING) -> str:
-        log.log(level, "source %s: parallelism %d, but this read uses one connection: %s", self.source.name, wanted, why)
+        log.log(level, "source %s: parallelism %d, but this read uses one connection: %s",
+                self.source.name, wanted, why)
         self.note = {"connections": 1, "one_connection_because": why}
         return bound
 
@@ -487,6 +491,7 @@ def parallel_read(source: PostgresSource, query: str, window: Window, key: list[
             if not team.workers:
                 yield dataclasses.replace(read, state=state)
             else:
-                yield dataclasses.replace(read, batches=team.batches(read.batches), state=state, cancel=team.cancel)
+                yield dataclasses.replace(read, batches=team.batches(read.batches), state=state,
+                                          cancel=team.cancel)
     finally:
         team.close()

@@ -27,11 +27,11 @@ DAY = "2024-03-10"
 QUERY = "SELECT * FROM events WHERE t >= :partition_start AND t < :partition_end"
 
 
-def _catalog(url: str, k: int, key: list[str], query: str = QUERY) -> Catalog:
+def _catalog(url: str, k: int, key: list[str]) -> Catalog:
     return parse_catalog({
         "sources": {"pg": {"kind": "postgres", "url": reader_url(url), "parallelism": k,
                            "max_concurrent_queries": max(k, 2), "max_attempts": 2}},
-        "snapshots": {"events": {"source": "pg", "query": query, "key": key,
+        "snapshots": {"events": {"source": "pg", "query": QUERY, "key": key,
                                  "partitions": {"cadence": "daily", "start": "2024-01-01"}}},
     })
 
@@ -43,18 +43,33 @@ def _fill(url: str, rows: int) -> None:
         conn.execute("CREATE TABLE events (id bigint PRIMARY KEY, d date, t timestamptz NOT NULL,"
                      " amount numeric(12, 2), note text)")
         conn.execute(
-            "INSERT INTO events SELECT i, CASE WHEN i %% 7 = 0 THEN NULL ELSE DATE '2024-01-01' + (i %% 50)::int END,"
+            "INSERT INTO events SELECT i,"
+            " CASE WHEN i %% 7 = 0 THEN NULL ELSE DATE '2024-01-01' + (i %% 50)::int END,"
             " TIMESTAMPTZ '2024-03-10 00:00:00+00' + (i %% 86400) * interval '1 second',"
-            " (i %% 100000) / 100.0, md5(i::text) FROM generate_series(1, %s::bigint) AS i ORDER BY md5(i::text)",
+            " (i %% 100000) / 100.0, md5(i::text)"
+            " FROM generate_series(1, %s::bigint) AS i ORDER BY md5(i::text)",
             (rows,))
         conn.execute("INSERT INTO events SELECT i, NULL, TIMESTAMPTZ '2024-03-11 01:00:00+00', 1, 'next day'"
                      " FROM generate_series(%s::bigint, %s::bigint) AS i", (rows + 1, rows + 50))
         conn.execute("ANALYZE events")
 
 
-def _snapshot(url: str, tmp_path: Path, k: int, key: list[str], query: str = QUERY) -> tuple[Any, SnapshotStore]:
+def _snapshot(url: str, tmp_path: Path, k: int, key: list[str]) -> tuple[Any, SnapshotStore]:
     store = SnapshotStore(str(tmp_path / f"store-k{k}-{'-'.join(key)}"))
-    return take_snapshot(_catalog(url, k, key, query), "events", DAY, store), store
+    return take_snapshot(_catalog(url, k, key), "events", DAY, store), store
+
+
+def _snapshot_watched(url: str, store: SnapshotStore, k: int, progress: Any) -> Any:
+    """A snapshot through capture.take_snapshot with ``progress`` (called by the writer's side)."""
+    from snapshot_platform import capture
+    from snapshot_platform.orchestration.partitions import window_for
+    from snapshot_platform.sources import make_source
+
+    catalog = _catalog(url, k, ["id"])
+    spec = catalog.snapshots["events"]
+    window = window_for(spec.partitions, DAY)
+    return capture.take_snapshot(spec, make_source("pg", catalog.sources["pg"]), window, store,
+                                 name="events", partition_key=DAY, progress=progress)
 
 
 def _parts(manifest: Any) -> list[tuple[str, int, int]]:
@@ -73,7 +88,8 @@ def _range_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("snapshot-range-")]
 
 
-def test_one_two_and_three_connections_give_the_same_bytes_and_version(pg_database: str, tmp_path: Path) -> None:
+def test_one_two_and_three_connections_give_the_same_bytes_and_version(pg_database: str,
+                                                                        tmp_path: Path) -> None:
     _fill(pg_database, 200_000)  # enough for 3 connections of MIN_ROWS_PER_CONNECTION, split from a sample
     one, store1 = _snapshot(pg_database, tmp_path, 1, ["id"])
     m1 = one.result.manifest
@@ -110,7 +126,8 @@ def test_a_key_split_on_its_first_column_with_nulls_keeps_the_order(
 
 
 def test_a_first_key_column_without_a_literal_form_reads_over_one_connection(
-        pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(postgres_parallel, "MIN_ROWS_PER_CONNECTION", 1_000)
     _fill(pg_database, 5_000)
     one, _ = _snapshot(pg_database, tmp_path, 1, ["note"])
@@ -135,8 +152,8 @@ def test_every_connection_reads_the_exported_snapshot(pg_database: str, tmp_path
     def change_after_export(value: Any) -> str:
         if not changed:  # the coordinator's call, right after pg_export_snapshot()
             with psycopg.connect(pg_database, autocommit=True) as conn:
-                conn.execute("INSERT INTO events SELECT i, NULL, TIMESTAMPTZ '2024-03-10 12:00:00+00', 0, 'late'"
-                             " FROM unnest(ARRAY[-5, 20000]) AS i")  # in the first and the last range
+                conn.execute("INSERT INTO events SELECT i, NULL, TIMESTAMPTZ '2024-03-10 12:00:00+00', 0,"
+                             " 'late' FROM unnest(ARRAY[-5, 20000]) AS i")  # in the first and the last range
                 conn.execute("UPDATE events SET note = 'changed' WHERE id IN (10, 5000, 8990)")
                 conn.execute("DELETE FROM events WHERE id IN (11, 5001, 8991)")
             changed.append(value)
@@ -195,11 +212,13 @@ def test_a_lost_worker_connection_is_retried_from_the_start(pg_database: str, tm
     outcome = take_snapshot(_catalog(pg_database, 3, ["id"]), "events", DAY, store, sleep=lambda s: None)
     assert killed and outcome.attempts == 2
     assert outcome.result.manifest.version == serial.result.manifest.version
-    assert time.monotonic() - started < 60  # the first attempt's other connections were stopped, not waited out
+    # the first attempt's other connections were stopped, not waited out
+    assert time.monotonic() - started < 60
     assert _our_sessions(pg_database) == [] and _range_threads() == []
 
 
-def test_split_points_come_from_one_sample_of_the_snapshot(pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_split_points_come_from_one_sample_of_the_snapshot(pg_database: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The sampled percentiles of a 200k-row read: a row estimate near the truth and split points in
     key order that cut it into near-equal ranges."""
     monkeypatch.setattr(postgres_parallel, "MIN_ROWS_PER_CONNECTION", 1_000)
@@ -207,8 +226,8 @@ def test_split_points_come_from_one_sample_of_the_snapshot(pg_database: str, mon
     import adbc_driver_postgresql.dbapi as pg
 
     with pg.connect(pg_database, autocommit=True) as conn, conn.cursor() as cur:
-        rows, points = postgres_parallel.split_points(cur, "SELECT * FROM events WHERE t < TIMESTAMPTZ '2024-03-11 00:00:00+00'",
-                                          "id", 4)
+        bound = "SELECT * FROM events WHERE t < TIMESTAMPTZ '2024-03-11 00:00:00+00'"
+        rows, points = postgres_parallel.split_points(cur, bound, "id", 4)
     assert 180_000 <= rows <= 220_000
     assert len(points) == 3 and points == sorted(points)
     for i, p in enumerate(points, start=1):
@@ -219,26 +238,19 @@ def test_rows_that_cannot_be_set_aside_fail_the_read_naming_the_folder(
         pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A connection ahead of the writer sets its rows aside in $TMPDIR; when that fails (here: the
     temporary folder is a file), the read fails saying where and what to do, and leaks nothing."""
-    from snapshot_platform import capture
-    from snapshot_platform.orchestration.partitions import window_for
-    from snapshot_platform.sources import make_source
-
     monkeypatch.setattr(postgres_parallel, "MIN_ROWS_PER_CONNECTION", 1_000)
     _fill(pg_database, 9_000)
     not_a_folder = tmp_path / "not-a-folder"
     not_a_folder.write_text("")
     monkeypatch.setattr("tempfile.tempdir", str(not_a_folder))
-    catalog = _catalog(pg_database, 2, ["id"])
-    spec = catalog.snapshots["events"]
 
     def slow_writer(rows: int, _bytes: int) -> None:
         if rows:  # the writer dwells on the first range: the second connection runs ahead
             time.sleep(0.5)
 
     store = SnapshotStore(str(tmp_path / "store"))
-    with pytest.raises(SourceError, match=rf"could not set rows aside in the temporary folder {not_a_folder}"):
-        capture.take_snapshot(spec, make_source("pg", catalog.sources["pg"]), window_for(spec.partitions, DAY),
-                              store, name="events", partition_key=DAY, progress=slow_writer)
+    with pytest.raises(SourceError, match=rf"set rows aside in the temporary folder {not_a_folder} "):
+        _snapshot_watched(pg_database, store, 2, slow_writer)
     assert _our_sessions(pg_database) == [] and _range_threads() == []
 
 
@@ -247,14 +259,8 @@ def test_a_writer_that_gives_up_mid_stream_stops_every_connection(
     """The writer's side fails after the first batch (as a full disk would), while the other
     connections are still reading or waiting: the read ends, every connection and thread is gone,
     nothing is published."""
-    from snapshot_platform import capture
-    from snapshot_platform.orchestration.partitions import window_for
-    from snapshot_platform.sources import make_source
-
     monkeypatch.setattr(postgres_parallel, "MIN_ROWS_PER_CONNECTION", 1_000)
     _fill(pg_database, 9_000)
-    catalog = _catalog(pg_database, 3, ["id"])
-    spec = catalog.snapshots["events"]
 
     def give_up(rows: int, _bytes: int) -> None:
         if rows:
@@ -262,7 +268,6 @@ def test_a_writer_that_gives_up_mid_stream_stops_every_connection(
 
     store = SnapshotStore(str(tmp_path / "store"))
     with pytest.raises(RuntimeError, match="the writer gave up"):
-        capture.take_snapshot(spec, make_source("pg", catalog.sources["pg"]), window_for(spec.partitions, DAY),
-                              store, name="events", partition_key=DAY, progress=give_up)
+        _snapshot_watched(pg_database, store, 3, give_up)
     assert _our_sessions(pg_database) == [] and _range_threads() == []
     assert store.partitions("events") == [] or store.versions("events", DAY) == []

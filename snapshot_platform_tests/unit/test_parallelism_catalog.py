@@ -43,7 +43,8 @@ def _error(path: Path) -> str:
 
 
 def test_postgres_takes_parallelism_and_its_pool_counts_reads(tmp_path: Path) -> None:
-    catalog = load_catalog(_catalog(tmp_path, {**SOURCES["postgres"], "parallelism": 2, "max_concurrent_queries": 5}))
+    source = {**SOURCES["postgres"], "parallelism": 2, "max_concurrent_queries": 5}
+    catalog = load_catalog(_catalog(tmp_path, source))
     spec = catalog.sources["warehouse"]
     assert spec.parallelism == 2
     assert spec.reads_at_once == 2  # two reads of two connections: 4 of the 5 queries
@@ -77,7 +78,9 @@ def test_bad_parallelism_names_file_entry_and_field(tmp_path: Path, value: Any, 
 def test_engines_that_cannot_share_a_snapshot_refuse_parallelism(tmp_path: Path, kind: str, why: str) -> None:
     path = _catalog(tmp_path, {**SOURCES[kind], "parallelism": 2})
     msg = _error(path)
-    assert f"{path}: sources.warehouse: field 'parallelism': a {kind} source reads a partition over one connection" in msg
+    where = f"{path}: sources.warehouse: field 'parallelism'"
+    assert f"{where}: a {kind} source reads a partition over one connection" in msg
     assert why in msg, msg
     # parallelism: 1 is every engine's default and always accepted
-    assert load_catalog(_catalog(tmp_path, {**SOURCES[kind], "parallelism": 1})).sources["warehouse"].parallelism == 1
+    one = load_catalog(_catalog(tmp_path, {**SOURCES[kind], "parallelism": 1}))
+    assert one.sources["warehouse"].parallelism == 1
