@@ -15,8 +15,11 @@ then reads the manifest again (store/publish.py); gc deletes a version in this o
 3. read the touch marker again: if it was written since gc started, put the manifest back
    (create-if-absent) and keep the version: the publish read the manifest before step 2, so it
    returned this version;
-4. otherwise delete its parts, the folder set aside first (local disk: one rename) and checked for a
-   manifest a racing publish placed there meanwhile (then it is put back, not deleted).
+4. otherwise delete its folder, set aside first (local disk: one rename) and checked for a manifest a
+   racing publish placed there meanwhile (then it is put back, not deleted); on object stores a
+   format 3 folder's other objects (fingerprints) are deleted by name, never its manifest key, and a
+   manifest found there afterwards keeps the version. (A folder of the earlier layout, holding its
+   parts, is deleted recursively there: the residual race docs/storage.md names.)
 
 A publish that reads the manifest after step 2 finds none and publishes the version anew (its own
 parts, create-if-absent manifest). Either way no publish returns a version gc then deletes.
@@ -419,11 +422,22 @@ def delete_version(store: Any, item: RetentionItem, started: dt.datetime, grace:
             os.rename(aside, str(folder))
             return False
         shutil.rmtree(aside, ignore_errors=True)
-    else:
+    elif item.shared:
+        # a format 3 folder holds its manifest and fingerprints only: delete the fingerprints by
+        # name, never a manifest a racing publish has created since (then the version stays)
+        fs = folder.fs
+        fs.invalidate_cache(fs_path(folder))
         try:
-            folder.fs.rm(fs_path(folder), recursive=True)
-        except FileNotFoundError:  # a format 3 folder held its manifest only: nothing is left
-            pass
+            names = [n for n in fs.find(fs_path(folder)) if posixpath.basename(n) != mf.MANIFEST_NAME]
+        except FileNotFoundError:
+            names = []
+        if names:
+            fs.rm(names)
+        fs.invalidate_cache(fs_path(folder))
+        if fs.exists(fs_path(manifest_path)):
+            return False
+    else:
+        folder.fs.rm(fs_path(folder), recursive=True)
         folder.fs.invalidate_cache(fs_path(folder))
     p = touch_path(store, item.asset, item.partition, item.version)
     if store.local:

@@ -608,6 +608,30 @@ def test_retention_sweeps_only_parts_no_manifest_references(peer, prefix):
     assert store.verify_version(store.read_manifest(ASSET, PARTITION, new.version)) == []
 
 
+def test_a_version_published_again_while_gc_deletes_it_stays(peer, store, prefix, monkeypatch):
+    """gc has deleted an old version's manifest when a publish of the same rows places it again: gc
+    deletes the folder's fingerprints by name, never the manifest key, and keeps the version."""
+    import datetime as dt
+
+    from snapshot_platform.store import fingerprints, retention
+
+    old = publish(store, make_table(3000, salt="old")).manifest
+    fingerprints.record(store, old, {"n": 1})
+    publish(store, make_table(3000, salt="new"))
+    again: list[Any] = []
+
+    def step(name: str, _item: Any) -> None:
+        if name == "manifest_deleted":
+            again.append(publish(store, make_table(3000, salt="old")))
+
+    monkeypatch.setattr(retention, "_step", step)
+    done = retention.apply_retention(store, 1, None, set(), grace=dt.timedelta(0))
+    assert [i.deleted for i in done.items] == [False] and again[0].created and again[0].version == old.version
+    kept = store.read_manifest(ASSET, PARTITION, old.version)
+    assert store.verify_version(kept) == [] and done.sweep.parts == ()
+    assert not [k for k in peer.keys(prefix + "/") if "/fingerprints/" in k]
+
+
 def test_gc_removes_stale_staging_and_keeps_every_published_object(peer, store, prefix, monkeypatch):
     import datetime as dt
 
