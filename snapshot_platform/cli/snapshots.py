@@ -290,7 +290,10 @@ def _retention(ctx: click.Context, keep_last: int, keep_within: Any, grace: Any,
     if as_json:
         render.emit({"dry_run": dry_run, "deleted": [i.as_dict() for i in gone], "bytes_freed": 0 if dry_run else freed,
                      "parts_deleted": 0 if dry_run else len(done.sweep.parts),
-                     **({"would_free": freed} if dry_run else {})})
+                     **({"would_free": freed} if dry_run else {}),
+                     **({"parts_not_swept": done.sweep.skipped} if done.sweep.skipped else {})})
+        if done.sweep.skipped:
+            sys.exit(EXIT_FAILED)
         return
     verb = "would delete" if dry_run else "deleted"
     for i in gone:
@@ -298,6 +301,9 @@ def _retention(ctx: click.Context, keep_last: int, keep_within: Any, grace: Any,
     click.echo(f"{verb} {render.plural(len(gone), 'version')}, {freed:,} bytes "
                f"{'would be ' if dry_run else ''}freed ({render.plural(len(done.sweep.parts), 'shared part')} "
                f"no version references any more; {len(pinned)} pinned by MLflow runs)")
+    if done.sweep.skipped:
+        click.echo(f"shared parts not swept: {done.sweep.skipped}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 @click.command(name="diff")

@@ -233,6 +233,8 @@ class Sweep:
 
     parts: tuple[str, ...] = ()
     bytes: int = 0
+    skipped: str | None = None
+    """Why no part was deleted: a manifest or intent that does not say which parts it references."""
 
 
 # test hook of the sweep: called with "aside" once the candidates are moved aside
@@ -248,7 +250,15 @@ def sweep_parts(store: Any, started: dt.datetime, grace: dt.timedelta, dry_run: 
     parts = stored_parts(store)
     if not parts:
         return Sweep()
-    keep = intended_parts(store) | referenced_parts(store, skip=dropping or set())
+    try:
+        return _sweep(store, parts, started, grace, dry_run, dropping or set())
+    except ManifestError as exc:  # cannot tell what is referenced: delete nothing, say why
+        return Sweep(skipped=str(exc))
+
+
+def _sweep(store: Any, parts: list[StoredPart], started: dt.datetime, grace: dt.timedelta, dry_run: bool,
+           dropping: set[tuple[str, str, str]]) -> Sweep:
+    keep = intended_parts(store) | referenced_parts(store, skip=dropping)
     candidates = [p for p in parts if p.sha256 not in keep and p.modified < started - grace]
     if dry_run or not candidates:
         return Sweep(tuple(p.sha256 for p in candidates), sum(p.bytes for p in candidates))

@@ -246,3 +246,19 @@ def test_a_killed_publishers_parts_are_kept_by_its_intent_until_gc_removes_it(tm
     swept = retention.apply_retention(store, 1, None, set(), grace=zero).sweep
     assert {f"{sha}.parquet" for sha in swept.parts} == orphans
     assert store.verify_version(kept) == [] and store.versions(ASSET, "2024-01-02") == []
+
+
+def test_a_manifest_that_names_no_parts_stops_the_sweep_not_the_gc(tmp_path: Path) -> None:
+    """A manifest that is not JSON cannot say which parts it references: gc deletes the versions the
+    policy lets go, deletes no part, and exits 1 saying why."""
+    store = SnapshotStore(str(tmp_path / "storage"))
+    old, _latest = _versions(store, "2024-01-01", 2)
+    broken = _versions(store, "2024-01-02", 1)[0]
+    (Path(str(store.version_dir(ASSET, "2024-01-02", broken.version))) / "manifest.json").write_text("{not json")
+    res = CliRunner().invoke(main, ["--storage", str(tmp_path / "storage"), "gc", "--keep-last", "1", "--grace", "0",
+                                    "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--json"])
+    assert res.exit_code == 1, res.output
+    report = json.loads(res.stdout)
+    assert [d["version"] for d in report["deleted"]] == [old.version] and report["parts_deleted"] == 0
+    assert "2024-01-02" in report["parts_not_swept"] and "no part was deleted" in report["parts_not_swept"]
+    assert all(p.exists() for p in _part_files(store, old))
