@@ -173,14 +173,14 @@ def place_local(store: Any, staging: UPath, final: UPath, written: WrittenData, 
             aside = root / STAGING / f"abandoned-{uuid.uuid4().hex}"
             aside.parent.mkdir(parents=True, exist_ok=True)
             os.rename(dst, aside)
-        dst.mkdir(parents=True, exist_ok=True)
-        fsync_dir(dst.parent)
         tmp = src / f"{MANIFEST_TMP_PREFIX}{uuid.uuid4().hex}.tmp"  # in staging: the folder only ever holds the manifest
         try:
             with open(tmp, "wb") as f:
                 f.write(raw)
                 f.flush()
                 os.fsync(f.fileno())
+            dst.mkdir(parents=True, exist_ok=True)
+            fsync_dir(dst.parent)
             os.link(tmp, dst / mf.MANIFEST_NAME)  # atomic create-if-absent
             created = True
         except FileExistsError:

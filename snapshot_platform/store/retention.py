@@ -118,11 +118,14 @@ def write_intent(store: Any, shas: list[str]) -> Any:
         folder = Path(str(p)).parent
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, Path(str(p)))
+        try:
+            with open(tmp, "wb") as f:
+                f.write(raw)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, Path(str(p)))
+        finally:
+            tmp.unlink(missing_ok=True)  # never left behind (a full disk)
     else:  # one PUT: whole or nothing
         p.write_bytes(raw)
     return p
