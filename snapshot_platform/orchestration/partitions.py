@@ -38,7 +38,8 @@ def partitions_def(spec: PartitionsSpec) -> TimeWindowPartitionsDefinition:
 
 
 @functools.lru_cache(maxsize=None)
-def _partitions_def(cadence: str, start: dt.datetime, end: dt.datetime | None) -> TimeWindowPartitionsDefinition:
+def _partitions_def(cadence: str, start: dt.datetime,
+                    end: dt.datetime | None) -> TimeWindowPartitionsDefinition:
     kwargs = {"start_date": start, "timezone": "UTC"}
     if end is not None:
         kwargs["end_date"] = end

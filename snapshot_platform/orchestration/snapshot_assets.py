@@ -90,7 +90,8 @@ def check_evaluations(context: AssetExecutionContext, name: str, partition_key: 
     for r in check_results(name, outcome):
         yield AssetCheckEvaluation(
             asset_key=snapshot_key(name), check_name=r.check_name, passed=r.passed, metadata=r.metadata,
-            target_materialization_data=target, severity=r.severity, blocking=blocking.get(r.check_name, False),
+            target_materialization_data=target, severity=r.severity,
+            blocking=blocking.get(r.check_name, False),
             partition=partition_key,
         )
 
@@ -108,7 +109,8 @@ def backfill_policy() -> BackfillPolicy:
     except ValueError:
         n = 0
     if n < 1:
-        raise ValueError(f"{BACKFILL_PARTITIONS_ENV}={raw!r}: expected a whole number of partitions, at least 1")
+        raise ValueError(
+            f"{BACKFILL_PARTITIONS_ENV}={raw!r}: expected a whole number of partitions, at least 1")
     return BackfillPolicy.multi_run(max_partitions_per_run=n)
 
 
@@ -119,6 +121,8 @@ class SnapshotRunConfig(Config):
     """mode: as_of: publish a read taken more than max_lag after the partition's end (late: true)
     instead of refusing it."""
 
+
+RUN_CONFIG_SCHEMA = SnapshotRunConfig.to_config_schema()
 
 PROGRESS_INTERVAL_ENV = "SNAPSHOT_PLATFORM_PROGRESS_SECONDS"
 
@@ -196,7 +200,8 @@ def build_snapshot_asset(
                                 f"{', '.join(undescribed)}")
         failed = [n for n, c in outcome.checks.items() if not c.passed]
         if failed:
-            context.log.warning(f"{name}/{partition_key} version {m.version}: checks failed: {', '.join(failed)}")
+            context.log.warning(
+                f"{name}/{partition_key} version {m.version}: checks failed: {', '.join(failed)}")
         return outcome
 
     @asset(
@@ -215,6 +220,8 @@ def build_snapshot_asset(
         # a ranged run reports each partition's materialization itself (AssetMaterialization events),
         # not through the output, which would give every partition of the range the same metadata
         output_required=False,
+        # the run config's schema, built once (inferring it from a `config` parameter costs each asset ~1 ms)
+        config_schema=RUN_CONFIG_SCHEMA,
         # the source is a resource of its own (one shared object per source, see build_snapshot_assets)
         resource_defs={source_key: source_resource},
         required_resource_keys={SNAPSHOT_STORE_RESOURCE_KEY},
@@ -233,7 +240,8 @@ def build_snapshot_asset(
             "cadence": spec.partitions.cadence,
         },
     )
-    def _snapshot(context: AssetExecutionContext, config: SnapshotRunConfig) -> Iterator[Any]:
+    def _snapshot(context: AssetExecutionContext) -> Iterator[Any]:
+        config = SnapshotRunConfig(**context.op_config) if context.op_config else SnapshotRunConfig()
         snapshot_store: SnapshotStoreResource = context.resources.snapshot_store
         try:  # max_concurrent_queries is the pool's limit: correct it if the instance has another
             if ensure_pool_limit(context.instance, source_pool(spec.source), max_queries):
@@ -255,16 +263,19 @@ def build_snapshot_asset(
             return
         # a partition range (a backfill run): each partition in turn, each reported on its own
         keys = list(context.partition_keys)
-        context.log.info(f"{name}: {len(keys)} partitions in this run, {keys[0]} to {keys[-1]}, one after another")
-        tags = {CODE_VERSION_TAG: code_version(spec), DATA_VERSION_IS_USER_PROVIDED_TAG: "true",
-                **({BACKFILL_ID_TAG: context.run.tags[BACKFILL_ID_TAG]} if BACKFILL_ID_TAG in context.run.tags else {})}
+        context.log.info(
+            f"{name}: {len(keys)} partitions in this run, {keys[0]} to {keys[-1]}, one after another")
+        tags = {CODE_VERSION_TAG: code_version(spec), DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
+        if BACKFILL_ID_TAG in context.run.tags:  # as Dagster tags the materializations it reports
+            tags[BACKFILL_ID_TAG] = context.run.tags[BACKFILL_ID_TAG]
         for i, pk in enumerate(keys):
             outcome = snapshot_one(context, config, pk, pdef.time_window_for_partition_key(pk))
             last = i == len(keys) - 1  # the table of every partition once, on the range's last one
             yield AssetMaterialization(
                 asset_key=snapshot_key(name),
                 partition=pk,
-                metadata=snapshot_metadata(outcome, snapshot_store.get_store() if last else None, spec.columns),
+                metadata=snapshot_metadata(outcome, snapshot_store.get_store() if last else None,
+                                           spec.columns),
                 tags={**tags, DATA_VERSION_TAG: outcome.result.manifest.version},
             )
             yield from check_evaluations(context, name, pk, outcome, blocking)

@@ -42,7 +42,8 @@ def catalog_doc(url: str) -> dict[str, Any]:
                            "max_concurrent_queries": 1}},
         "snapshots": {NAME: {
             "source": "pg",
-            "query": "SELECT id, day, amount FROM events WHERE day >= :partition_start AND day < :partition_end",
+            "query": "SELECT id, day, amount FROM events "
+                     "WHERE day >= :partition_start AND day < :partition_end",
             "partitions": {"cadence": "daily", "start": DAYS[0]},
             "key": ["id"],
             "not_null": ["id", "day"],
@@ -63,6 +64,11 @@ def events_db(pg_database: str) -> str:
     return pg_database
 
 
+def check_evaluations(result: Any) -> list[Any]:
+    return [e.event_specific_data for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+
+
 def ranged_run(doc: dict[str, Any], storage: Path, instance: DagsterInstance, first: str, last: str) -> Any:
     return materialize(
         build_assets(parse_catalog(doc)), selection=[KEY], instance=instance,
@@ -71,7 +77,9 @@ def ranged_run(doc: dict[str, Any], storage: Path, instance: DagsterInstance, fi
     )
 
 
-def test_a_ranged_run_publishes_records_and_checks_each_partition_on_its_own(events_db: str, platform_env: Any) -> None:
+def test_a_ranged_run_publishes_records_and_checks_each_partition_on_its_own(
+    events_db: str, platform_env: Any
+) -> None:
     instance = DagsterInstance.get()
     doc = catalog_doc(events_db)
     spec = parse_catalog(doc).snapshots[NAME]
@@ -96,22 +104,25 @@ def test_a_ranged_run_publishes_records_and_checks_each_partition_on_its_own(eve
     # the table of every partition rides on the range's last one only
     assert [m.partition for m in mats if "snapshot/partitions" in m.metadata] == [DAYS[-1]]
     for day in DAYS:  # what downstream assets and the UI read back: the latest per partition
-        rec = instance.fetch_materializations(AssetRecordsFilter(asset_key=KEY, asset_partitions=[day]), limit=1)
-        assert rec.records[0].asset_materialization.metadata["snapshot/version"].value == manifests[day].version
-    status = get_and_update_asset_status_cache_value(instance, KEY, partitions_def(spec.partitions))
-    assert set(status.deserialize_materialized_partition_subsets(partitions_def(spec.partitions))
-               .get_partition_keys()) == set(DAYS)
-    assert not status.deserialize_failed_partition_subsets(partitions_def(spec.partitions)).get_partition_keys()
+        rec = instance.fetch_materializations(AssetRecordsFilter(asset_key=KEY, asset_partitions=[day]),
+                                              limit=1).records[0]
+        assert rec.asset_materialization.metadata["snapshot/version"].value == manifests[day].version
+    pdef = partitions_def(spec.partitions)
+    status = get_and_update_asset_status_cache_value(instance, KEY, pdef)
+    assert set(status.deserialize_materialized_partition_subsets(pdef).get_partition_keys()) == set(DAYS)
+    assert not status.deserialize_failed_partition_subsets(pdef).get_partition_keys()
 
     # check results recorded per partition (the UI's Checks tab), each pointing at its materialization
-    evals = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    evals = check_evaluations(result)
     assert sorted((e.partition, e.check_name) for e in evals) == sorted((d, c) for d in DAYS for c in CHECKS)
     failed = {(e.partition, e.check_name) for e in evals if not e.passed}
     assert failed == {(DAYS[3], "key_unique")}
-    records = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(KEY, "key_unique"), limit=50)
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(KEY, "key_unique"), limit=50)
     assert sorted(((r.partition, r.status.value) for r in records), key=str) == [
-        (day, "FAILED" if day == DAYS[3] else "SUCCEEDED") for day in DAYS], "one row per partition, none without"
-    mat_ids = {rec.partition_key: rec.storage_id for rec in instance.fetch_materializations(KEY, limit=50).records}
+        (day, "FAILED" if day == DAYS[3] else "SUCCEEDED") for day in DAYS
+    ], "one row per partition, none without"
+    mat_ids = {r.partition_key: r.storage_id for r in instance.fetch_materializations(KEY, limit=50).records}
     for r in records:
         target = r.event.dagster_event.event_specific_data.target_materialization_data
         assert target is not None and target.storage_id == mat_ids[r.partition]
@@ -155,7 +166,7 @@ def test_a_one_partition_run_reports_through_its_output_as_before(events_db: str
     [mat] = [e.step_materialization_data.materialization for e in result.get_asset_materialization_events()]
     assert mat.partition == DAYS[0] and "snapshot/partitions" in mat.metadata
     assert [e.event_type_value for e in result.all_events].count("STEP_OUTPUT") >= 1
-    evals = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    evals = check_evaluations(result)
     assert {e.partition for e in evals} == {DAYS[0]} and {e.check_name for e in evals} == CHECKS
 
 
@@ -165,7 +176,8 @@ def test_the_backfill_policy_follows_the_environment(events_db: str, platform_en
     policy = build_definitions(parse_catalog(doc)).resolve_assets_def(KEY).backfill_policy
     assert policy is not None and policy.max_partitions_per_run == 30
     monkeypatch.setenv(BACKFILL_PARTITIONS_ENV, "7")
-    assert build_definitions(parse_catalog(doc)).resolve_assets_def(KEY).backfill_policy.max_partitions_per_run == 7
+    policy = build_definitions(parse_catalog(doc)).resolve_assets_def(KEY).backfill_policy
+    assert policy is not None and policy.max_partitions_per_run == 7
     monkeypatch.setenv(BACKFILL_PARTITIONS_ENV, "0")
     with pytest.raises(ValueError, match=BACKFILL_PARTITIONS_ENV):
         build_definitions(parse_catalog(doc))
@@ -190,7 +202,8 @@ def test_a_backfill_through_the_daemon_runs_ranges_of_partitions(
     from dagster._core.utils import make_new_backfill_id
 
     doc = catalog_doc(events_db)
-    doc["snapshots"][NAME]["query"] = doc["snapshots"][NAME]["query"].replace("FROM events", "FROM events_clean")
+    query = doc["snapshots"][NAME]["query"]
+    doc["snapshots"][NAME]["query"] = query.replace("FROM events ", "FROM events_clean ")
     with psycopg.connect(events_db, autocommit=True) as conn:  # no failing check: the backfill succeeds
         conn.execute("CREATE TABLE events_clean AS SELECT DISTINCT * FROM events")
     monkeypatch.setenv("SNAPSHOT_PLATFORM_CATALOG", str(write_catalog(doc)))
@@ -208,7 +221,8 @@ def test_a_backfill_through_the_daemon_runs_ranges_of_partitions(
             all_partitions=False, title=None, description=None, run_config=None))
         daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m",
                                    "snapshot_platform.definitions"], env=platform_env.environ(),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
         try:
             deadline = time.monotonic() + 240
             while instance.get_backfill(backfill_id).status == BulkActionStatus.REQUESTED:
@@ -219,12 +233,15 @@ def test_a_backfill_through_the_daemon_runs_ranges_of_partitions(
             daemon.wait(timeout=60)
         assert instance.get_backfill(backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
         runs = instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
-        ranges = sorted((r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG]) for r in runs)
+        ranges = sorted((r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
+                        for r in runs)
         assert ranges == [(days[0], days[1]), (days[2], days[3]), (days[4], days[4])]
         records = instance.fetch_materializations(KEY, limit=20).records
         assert sorted(r.partition_key for r in records) == days
         store = SnapshotStore(platform_env.storage)
         for r in records:
-            assert r.asset_materialization.metadata["snapshot/version"].value == store.latest(NAME, r.partition_key).version
-        checks = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(KEY, "key_unique"), limit=20)
+            version = r.asset_materialization.metadata["snapshot/version"].value
+            assert version == store.latest(NAME, r.partition_key).version
+        checks = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(KEY, "key_unique"), limit=20)
         assert sorted((c.partition, c.status.value) for c in checks) == [(d, "SUCCEEDED") for d in days]
