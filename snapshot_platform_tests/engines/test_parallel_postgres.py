@@ -271,3 +271,29 @@ def test_a_writer_that_gives_up_mid_stream_stops_every_connection(
         _snapshot_watched(pg_database, store, 3, give_up)
     assert _our_sessions(pg_database) == [] and _range_threads() == []
     assert store.partitions("events") == [] or store.versions("events", DAY) == []
+
+
+def test_every_connection_has_the_serial_sessions_settings(pg_database: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker's session, as its range query is about to run: read-only REPEATABLE READ, the
+    source's statement timeout, UTC, the application name, and the coordinator's snapshot."""
+    monkeypatch.setattr(postgres_parallel, "MIN_ROWS_PER_CONNECTION", 1_000)
+    _fill(pg_database, 9_000)
+    seen: list[tuple] = []
+    real_part = postgres_parallel._Worker._part
+
+    def look(self: Any, cur: Any, bound: str, key: list[str], plan: Any) -> str:
+        cur.execute("SELECT current_setting('transaction_read_only'),"
+                    " current_setting('transaction_isolation'),"
+                    " (SELECT setting FROM pg_settings WHERE name = 'statement_timeout'),"
+                    " current_setting('TimeZone'), current_setting('application_name'),"
+                    " pg_current_snapshot()::text")
+        seen.append(cur.fetchone())
+        return real_part(self, cur, bound, key, plan)
+
+    monkeypatch.setattr(postgres_parallel._Worker, "_part", look)
+    three, _ = _snapshot(pg_database, tmp_path, 3, ["id"])
+    snapshot = three.result.manifest.source_state["snapshot"]
+    timeout_ms = int(_catalog(pg_database, 3, ["id"]).sources["pg"].statement_timeout_s * 1000)
+    expected = ("on", "repeatable read", str(timeout_ms), "UTC", "snapshot_platform", snapshot)
+    assert seen == [expected, expected]
