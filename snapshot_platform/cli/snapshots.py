@@ -191,6 +191,7 @@ def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: 
     scanned = [(asset, p, *store.scan(asset, p)) for asset in assets for p in store.partitions(asset)]
     total_bytes = sum(f.bytes for _, _, found, _ in scanned for m in found for f in m.files)
     total_versions = sum(len(found) for _, _, found, _ in scanned)
+    hashed: dict[str, tuple[str, int]] = {}  # a part shared by several versions is hashed once
     with progress.bytes_bar("verify", total_bytes, total_versions, as_json) as advance:
         for asset, p, manifests, unreadable in scanned:
             for problem in unreadable:  # named, and every other version is still verified
@@ -198,7 +199,7 @@ def verify(ctx: click.Context, name: str | None, as_json: bool, fail_on_checks: 
                                 "problems": [problem], "failed_blocking_checks": [], "check_warnings": []})
             for m in manifests:
                 try:
-                    problems = store.verify_version(m, progress=lambda nbytes: advance(0, nbytes))
+                    problems = store.verify_version(m, progress=lambda nbytes: advance(0, nbytes), hashed=hashed)
                 except (OSError, ValueError) as exc:  # storage unreachable mid-way: report, go on
                     problems = [f"{store.file_uri(m, '')}: cannot be read: {type(exc).__name__}: {exc}"]
                 failed_checks = blocking_failures(m)

@@ -205,17 +205,20 @@ class SnapshotStore:
 
     # ------------------------------------------------------------ a version proves itself (store/verify.py)
 
-    def verify_version(self, manifest: Manifest, progress: Callable[[int], None] | None = None) -> list[str]:
+    def verify_version(self, manifest: Manifest, progress: Callable[[int], None] | None = None,
+                       hashed: dict[str, tuple[str, int]] | None = None) -> list[str]:
         """Every way the stored version disagrees with its manifest; empty when it proves itself.
 
         Re-hashes every file, recomputes the version id, compares the Parquet row counts, looks for
         unlisted files, and re-derives the row checks from the key and not-null columns (streaming).
         The folder identity is checked when the manifest is read (:meth:`read_manifest`).
-        ``progress``, if given, is told each part's bytes once it was hashed (``verify``'s bar)."""
+        ``progress``, if given, is told each part's bytes once it was hashed (``verify``'s bar).
+        ``hashed``, a dict shared by the calls of one run, hashes a shared part once for all the
+        versions that list it (``snapshot-platform verify``)."""
         problems: list[str] = []
         derive_cols = RowChecks(manifest).columns()
         for _ in verify.read_parts(self, manifest, derive_cols, 65_536, problems, strict=False,
-                                   progress=progress):
+                                   progress=progress, hashed=hashed):
             pass
         return problems
 

@@ -27,14 +27,16 @@ class IntegrityError(RuntimeError):
 
 
 def check_files(store: Any, manifest: Manifest, problems: list[str], strict: bool,
-                progress: Callable[[int], None] | None = None) -> pa.Schema | None:
+                progress: Callable[[int], None] | None = None,
+                hashed: dict[str, tuple[str, int]] | None = None) -> pa.Schema | None:
     """First pass over a version (store/integrity.py): hash every part (in the version folder, or
     shared under ``<root>/parts/`` for format 3), read its footer, list the folder; then the version id must equal the digest of the footers' schema and the hashes.
 
     ``store`` is the :class:`~snapshot_platform.store.SnapshotStore` holding it. Appends a message
     per problem (naming the file); ``strict`` raises :class:`IntegrityError` at the first. Returns
     the parts' Arrow schema (None when no part could be read). ``progress``, if given, is told each
-    listed part's bytes once it was hashed (or found missing)."""
+    listed part's bytes once it was hashed (or found missing). ``hashed`` (file URI -> sha256, size),
+    if given, is filled and consulted: a shared part several versions list is hashed once per run."""
     folder = store.version_dir(manifest.asset, manifest.partition, manifest.version)
     where = manifest.where
 
@@ -65,7 +67,13 @@ def check_files(store: Any, manifest: Manifest, problems: list[str], strict: boo
     for f in manifest.files:
         p = store.part_path(manifest, f)
         try:
-            digest, size = sha256_of(p)
+            uri = store.uri(p)
+            if hashed is not None and uri in hashed:
+                digest, size = hashed[uri]
+            else:
+                digest, size = sha256_of(p)
+                if hashed is not None:
+                    hashed[uri] = (digest, size)
         except FileNotFoundError:
             hashes_ok = False
             problem(f"{store.uri(p)}: missing, listed in the manifest")
@@ -106,12 +114,12 @@ def check_files(store: Any, manifest: Manifest, problems: list[str], strict: boo
 
 
 def read_parts(store: Any, manifest: Manifest, columns: list[str] | None, batch_rows: int,
-               problems: list[str], strict: bool,
-               progress: Callable[[int], None] | None = None) -> Iterator[pa.RecordBatch]:
+               problems: list[str], strict: bool, progress: Callable[[int], None] | None = None,
+               hashed: dict[str, tuple[str, int]] | None = None) -> Iterator[pa.RecordBatch]:
     """Check a version (:func:`check_files`), then stream its rows (only ``columns``), re-deriving
     its row checks on the way (store/integrity.py); contradictions are appended to ``problems``
     once the last row was read (``strict``: raised as :class:`IntegrityError`)."""
-    check_files(store, manifest, problems, strict, progress)
+    check_files(store, manifest, problems, strict, progress, hashed)
     if problems:  # the bytes are not what the manifest describes: read nothing
         return
     yield from stream_parts(store, manifest, columns, batch_rows, problems, strict)

@@ -660,6 +660,23 @@ def test_identical_parts_are_stored_once_across_versions_and_partitions(root):
     assert sorted(p.name for p in (root / "parts").rglob("*.parquet")) == stored
 
 
+def test_verify_hashes_a_shared_part_once_per_run(root, monkeypatch):
+    from snapshot_platform.store import verify
+
+    store = SnapshotStore(root, settings=WriterSettings(row_group_rows=1000, part_rows=8000, part_min_rows=200,
+                                                        part_boundary_modulus=500))
+    a = publish(store, make_table(6000)).manifest
+    b = publish(store, make_table(6000), partition="2024-01-02").manifest  # the same parts
+    hashed_files: list[str] = []
+    real = verify.sha256_of
+    monkeypatch.setattr(verify, "sha256_of", lambda p: hashed_files.append(str(p)) or real(p))
+    run: dict[str, tuple[str, int]] = {}
+    assert store.verify_version(a, hashed=run) == [] and store.verify_version(b, hashed=run) == []
+    assert len(hashed_files) == len(set(hashed_files)) == len(a.files) > 1
+    flip_byte(part_file(store, b, 0))
+    assert store.verify_version(b, hashed={}) and store.verify_version(a) != []  # a new run hashes again
+
+
 def test_part_boundaries_follow_the_key_not_the_batches_or_the_start():
     """A boundary depends on the rows just before it: dropping the first rows keeps every later
     boundary (after a short resynchronisation), and the source's batch sizes change nothing."""
