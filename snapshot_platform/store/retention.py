@@ -266,11 +266,19 @@ def _sweep(store: Any, parts: list[StoredPart], started: dt.datetime, grace: dt.
     if dry_run or not candidates:
         return Sweep(tuple(p.sha256 for p in candidates), sum(p.bytes for p in candidates))
     aside_dir = store.root / STAGING / f"gc-parts-{uuid.uuid4().hex}"
-    aside = [(p, _move_aside(store, p, aside_dir)) for p in candidates]
-    _sweep_step("aside")
-    # the intents first, then the manifests: this order is what the proof above needs
-    keep = intended_parts(store)
-    keep |= referenced_parts(store)
+    aside: list[tuple[StoredPart, Any]] = []
+    try:
+        for p in candidates:
+            aside.append((p, _move_aside(store, p, aside_dir)))
+        _sweep_step("aside")
+        # the intents first, then the manifests: this order is what the proof above needs
+        keep = intended_parts(store)
+        keep |= referenced_parts(store)
+    except BaseException:  # cannot tell any more what is referenced: every part goes back
+        for p, moved in aside:
+            if moved is not None:
+                _put_back(store, moved, p.path)
+        raise
     deleted = []
     for p, moved in aside:
         if moved is None:

@@ -262,3 +262,20 @@ def test_a_manifest_that_names_no_parts_stops_the_sweep_not_the_gc(tmp_path: Pat
     assert [d["version"] for d in report["deleted"]] == [old.version] and report["parts_deleted"] == 0
     assert "2024-01-02" in report["parts_not_swept"] and "no part was deleted" in report["parts_not_swept"]
     assert all(p.exists() for p in _part_files(store, old))
+
+
+def test_an_intent_unreadable_after_the_parts_went_aside_puts_them_back(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SnapshotStore(str(tmp_path / "storage"))
+    old, latest = _versions(store, "2024-01-01", 2)
+    intents = tmp_path / "storage" / ".intents"
+
+    def damage(_name: str) -> None:  # while the candidates are aside, an intent nobody can read appears
+        intents.mkdir(exist_ok=True)
+        (intents / "broken.json").write_text("{half an intent")
+
+    monkeypatch.setattr(retention, "_sweep_step", damage)
+    done = retention.apply_retention(store, 1, None, set(), grace=retention.dt.timedelta(0))
+    assert done.items[0].deleted and done.sweep.parts == () and "broken.json" in done.sweep.skipped
+    assert all(p.exists() for p in _part_files(store, old))  # back in place, not deleted
+    assert store.verify_version(latest) == []
