@@ -5,26 +5,26 @@ nothing is drawn and stderr carries errors only. The display is transient (erase
 command ends) and refreshed by rich's own thread several times a second, so the elapsed time and
 the rate move even while a slow source is between batches. The store and ``capture.py`` know
 nothing of it: they call a ``progress(rows, bytes)`` callback (``take_snapshot(progress=...)``).
+rich is imported only when a bar may be drawn (not for ``--json``): scripts do not pay its import.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True)
+
+
+def _nothing(*_: Any) -> None:
+    """The callback when nothing is drawn (``--json``)."""
 
 
 def shown(as_json: bool, console: Console | None = None) -> bool:
@@ -36,6 +36,11 @@ def shown(as_json: bool, console: Console | None = None) -> bool:
 def rows_progress(description: str, as_json: bool) -> Iterator[Callable[[int, int], None]]:
     """A ``progress(rows, bytes)`` callback drawing rows, rows/s, bytes and elapsed time (no total:
     a source does not say how many rows it will return)."""
+    if as_json:
+        yield _nothing
+        return
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
     console = _console()
     columns = (
         TextColumn("{task.description}"),
@@ -60,6 +65,11 @@ def bytes_bar(description: str, total_bytes: int, total_items: int,
               as_json: bool) -> Iterator[Callable[[int, int], None]]:
     """A bar over a known total: ``advance(items, bytes)`` adds what was just done (``verify``:
     versions and their bytes, the totals from the manifests)."""
+    if as_json:
+        yield _nothing
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
     console = _console()
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TextColumn("{task.fields[items]}/" + str(total_items)), TimeElapsedColumn(),
@@ -79,6 +89,11 @@ def bytes_bar(description: str, total_bytes: int, total_items: int,
 def rows_bar(description: str, total_rows: int, as_json: bool) -> Iterator[Callable[[int], None]]:
     """A bar over a known number of rows: ``advance(rows)`` adds the rows just read (``diff``: both
     versions' row counts from their manifests)."""
+    if as_json:
+        yield _nothing
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     console = _console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                   TimeElapsedColumn(), console=console, transient=True, disable=not shown(as_json, console),
