@@ -8,17 +8,14 @@ file, entry and field named. ``snapshot_platform/definitions.py`` is the entry p
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from collections import Counter
 from typing import Any, Iterator
 
 from dagster import (
     AssetSelection,
-    AssetSpec,
     AssetsDefinition,
     DefaultScheduleStatus,
     Definitions,
-    PreviewWarning,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -35,7 +32,7 @@ from snapshot_platform.orchestration.execution import executor_from_environment
 from snapshot_platform.orchestration.io_manager import IO_MANAGER_KEY, SnapshotIOManager
 from snapshot_platform.orchestration.metadata import SNAPSHOT_PREFIX, model_key, snapshot_key
 from snapshot_platform.orchestration.model_assets import build_model_assets
-from snapshot_platform.orchestration.partitions import freshness_policy, partitions_def
+from snapshot_platform.orchestration.partitions import partitions_def
 from snapshot_platform.orchestration.resources import (
     MLFLOW_RESOURCE_KEY,
     SNAPSHOT_STORE_RESOURCE_KEY,
@@ -139,14 +136,6 @@ def build_assets(catalog: Catalog) -> list[AssetsDefinition]:
     return [*build_snapshot_assets(catalog), *build_model_assets(catalog)]
 
 
-def with_snapshot_freshness(spec: AssetSpec) -> AssetSpec:
-    """Cross-cutting policy, applied in one place: every snapshot is fresh for its cadence."""
-    cadence = spec.metadata.get("cadence")
-    if spec.key.path[0] != SNAPSHOT_PREFIX or cadence is None:
-        return spec
-    return spec.replace_attributes(freshness_policy=freshness_policy(str(cadence)))
-
-
 def build_definitions(catalog: Catalog | None = None, storage_url: str | None = None) -> Definitions:
     """The code location's definitions, resolved (``get_repository_def()``, which Dagster would do
     when loading the location) while the garbage collector is paused: everything built is kept, and
@@ -161,8 +150,5 @@ def build_definitions(catalog: Catalog | None = None, storage_url: str | None = 
             resources=build_resources(storage_url),
             executor=executor_from_environment(),  # Celery workers when SNAPSHOT_PLATFORM_EXECUTOR=celery
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PreviewWarning)  # map_resolved_asset_specs is "preview" in 1.13
-            defs = defs.map_resolved_asset_specs(func=with_snapshot_freshness)
         defs.get_repository_def()  # cached on the object
     return defs

@@ -2,6 +2,7 @@
 
 import os
 import warnings
+from collections import Counter
 from typing import Any, Iterator, Mapping
 
 from dagster import (
@@ -12,16 +13,18 @@ from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
     AssetRecordsFilter,
+    AssetSpec,
     AssetsDefinition,
     BackfillPolicy,
     BetaWarning,
     Config,
     DataVersion,
+    Field,
     MaterializeResult,
     MetadataValue,
     Output,
     TimeWindow,
-    asset,
+    multi_asset,
 )
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
@@ -39,7 +42,7 @@ from snapshot_platform.checks import DRIFT_CHECK, check_defs
 from snapshot_platform.drift import figures as drift_figures
 from snapshot_platform.orchestration.io_manager import IO_MANAGER_KEY
 from snapshot_platform.orchestration.metadata import SNAPSHOT_PREFIX, check_metadata, snapshot_key, snapshot_metadata
-from snapshot_platform.orchestration.partitions import partitions_def
+from snapshot_platform.orchestration.partitions import freshness_policy, partitions_def
 from snapshot_platform.orchestration.pools import ensure_pool_limit, source_pool
 from snapshot_platform.orchestration.resources import (
     SNAPSHOT_STORE_RESOURCE_KEY,
@@ -51,8 +54,9 @@ from snapshot_platform.orchestration.resources import (
 from snapshot_platform.orchestration.resources import source_resource as make_source_resource
 from snapshot_platform.sources import Window
 
-# each snapshot asset carries its source's resource (resource_defs, "beta" in Dagster 1.13)
-warnings.filterwarnings("ignore", message=r"Parameter `resource_defs` of function `asset`", category=BetaWarning)
+# each snapshot op carries its source's resource (resource_defs, "beta" in Dagster 1.13)
+warnings.filterwarnings("ignore", message=r"Parameter `resource_defs` of function `(multi_)?asset`",
+                        category=BetaWarning)
 
 
 def check_results(name: str, outcome: SnapshotOutcome) -> list[AssetCheckResult]:
@@ -122,7 +126,13 @@ class SnapshotRunConfig(Config):
     instead of refusing it."""
 
 
-RUN_CONFIG_SCHEMA = SnapshotRunConfig.to_config_schema()
+# the run config's schema as a plain dict (a multi-asset takes no Config class): the same shape,
+# ops: {<op>: {config: {accept_late: true}}}, built once
+RUN_CONFIG_SCHEMA = {
+    "accept_late": Field(bool, default_value=False, is_required=False,
+                         description="mode: as_of: publish a read taken more than max_lag after the "
+                         "partition's end (late: true) instead of refusing it."),
+}
 
 PROGRESS_INTERVAL_ENV = "SNAPSHOT_PLATFORM_PROGRESS_SECONDS"
 
@@ -154,29 +164,119 @@ class ProgressLog:
         )
 
 
-def build_snapshot_asset(
-    catalog: Catalog, name: str, spec: SnapshotSpec, source_resource: SourceResource | None = None
-) -> AssetsDefinition:
-    source_kind = catalog.sources[spec.source].kind
-    source_key = source_resource_key(spec.source)
-    if source_resource is None:
-        source_resource = make_source_resource(spec.source, catalog.sources[spec.source])
-    max_queries = catalog.sources[spec.source].reads_at_once  # the pool's limit: reads, each of `parallelism` queries
-    description = spec.description or f"Snapshot of the {spec.source} query {name}"
-
+def snapshot_asset_spec(catalog: Catalog, name: str,
+                        spec: SnapshotSpec) -> tuple[AssetSpec, list[AssetCheckSpec]]:
+    """The asset ``snapshots/<name>`` and its checks, as Dagster specs."""
     pdef = partitions_def(spec.partitions)
+    key = snapshot_key(name)
+    asset_spec = AssetSpec(
+        key,
+        description=spec.description or f"Snapshot of the {spec.source} query {name}",
+        partitions_def=pdef,
+        code_version=code_version(spec),
+        kinds={catalog.sources[spec.source].kind, "parquet"},
+        tags=dict(spec.tags),
+        owners=list(spec.owners),
+        group_name=SNAPSHOT_PREFIX,
+        freshness_policy=freshness_policy(spec.partitions.cadence),  # every snapshot: fresh for its cadence
+        # a ranged run reports each partition's materialization itself (AssetMaterialization events),
+        # not through the output, which would give every partition of the range the same metadata
+        skippable=True,
+        metadata={
+            "query": MetadataValue.md(f"```sql\n{spec.query.strip()}\n```"),
+            "key": ", ".join(spec.key),
+            "source": spec.source,
+            "cadence": spec.partitions.cadence,
+        },
+    ).with_io_manager_key(IO_MANAGER_KEY)
+    # partitions_def: Dagster records each result under the run's partition (without it, 1.13 records
+    # the planned check under the partition and the result under none: the UI shows a 'skipped' row
+    # beside every result, and automation cannot tell which partition failed)
+    checks = [AssetCheckSpec(d.name, asset=key, blocking=d.blocking, description=d.description,
+                             partitions_def=pdef) for d in check_defs(spec)]
+    return asset_spec, checks
 
-    checks = check_defs(spec)
-    blocking = {d.name: d.blocking for d in checks}
 
-    def snapshot_one(context: AssetExecutionContext, config: SnapshotRunConfig, partition_key: str,
-                     tw: TimeWindow) -> SnapshotOutcome:
+def build_snapshot_pack(
+    catalog: Catalog, names: list[str], op_name: str, source_resource: SourceResource | None = None
+) -> AssetsDefinition:
+    """The snapshot assets of ``names`` (one source, one partitions definition) as one Dagster op.
+
+    One name gives the asset as it always was: its own op and step, ``snapshots__<name>``. Several
+    (a big catalog, :func:`build_snapshot_assets`) share one op that runs the selected snapshots one
+    after another in one step, holding one slot of their source's pool; each is reported on its own.
+    """
+    specs = {name: catalog.snapshots[name] for name in names}
+    first = specs[names[0]]
+    source_name, source_spec = first.source, catalog.sources[first.source]
+    source_key = source_resource_key(source_name)
+    if source_resource is None:
+        source_resource = make_source_resource(source_name, source_spec)
+    max_queries = source_spec.reads_at_once  # the pool's limit: reads, each of `parallelism` queries
+    pdef = partitions_def(first.partitions)
+    built = {name: snapshot_asset_spec(catalog, name, spec) for name, spec in specs.items()}
+    by_key = {snapshot_key(name): name for name in names}
+
+    @multi_asset(
+        name=op_name,
+        specs=[asset_spec for asset_spec, _ in built.values()],
+        check_specs=[c for _, checks in built.values() for c in checks],
+        can_subset=len(names) > 1,
+        pool=source_pool(source_name),
+        # a backfill snapshots up to this many partitions in one run, one after another (one pool slot)
+        backfill_policy=backfill_policy(),
+        # the run config's schema, built once (inferring it from a `config` parameter costs each op ~1 ms)
+        config_schema=RUN_CONFIG_SCHEMA,
+        # the source is a resource of its own (one shared object per source, see build_snapshot_assets)
+        resource_defs={source_key: source_resource},
+        required_resource_keys={SNAPSHOT_STORE_RESOURCE_KEY},
+    )
+    def _snapshots(context: AssetExecutionContext) -> Iterator[Any]:
+        config = SnapshotRunConfig(**context.op_config) if context.op_config else SnapshotRunConfig()
+        pool = source_pool(source_name)
+        try:  # max_concurrent_queries is the pool's limit: correct it if the instance has another
+            if ensure_pool_limit(context.instance, pool, max_queries):
+                context.log.info(
+                    f"pool {pool}: limit set to {max_queries} (max_concurrent_queries / parallelism)")
+        except Exception as exc:  # never fail a snapshot over this; the pool keeps its current limit
+            context.log.warning(f"pool {pool}: could not set its limit: {type(exc).__name__}")
+        if getattr(source_spec, "allow_privileged_role", False):
+            context.log.warning(
+                f"source {source_name}: allow_privileged_role is true, so it may read as a superuser or a "
+                "role that can write; the read-only session is then the only guard (the source's state "
+                "records it)"
+            )
+        selected = [by_key[k] for k in sorted(context.selected_asset_keys, key=lambda k: k.path)
+                    if k in by_key]
+        errors: list[BaseException] = []
+        for name in selected:
+            try:
+                yield from snapshot_events(context, name, specs[name], config, source_key)
+            except Exception as exc:
+                if len(selected) == 1:
+                    raise
+                context.log.error(f"{name}: {type(exc).__name__}: {exc}")  # the others still run
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    return _snapshots
+
+
+def snapshot_events(context: AssetExecutionContext, name: str, spec: SnapshotSpec, config: SnapshotRunConfig,
+                    source_key: str) -> Iterator[Any]:
+    """Snapshot ``name`` for the run's partition, or each partition of its range, and report it."""
+    key = snapshot_key(name)
+    pdef = partitions_def(spec.partitions)
+    store = context.resources.snapshot_store.get_store()
+
+    def snapshot_one(partition_key: str, tw: TimeWindow) -> SnapshotOutcome:
         """Snapshot one partition (its window computed once, by the caller) and log what happened."""
         outcome = take_snapshot(
             spec,
             getattr(context.resources, source_key).get_source(),
             Window(tw.start, tw.end),
-            context.resources.snapshot_store.get_store(),
+            store,
             name=name,
             partition_key=partition_key,
             dagster_run_id=context.run_id,
@@ -204,91 +304,66 @@ def build_snapshot_asset(
                 f"{name}/{partition_key} version {m.version}: checks failed: {', '.join(failed)}")
         return outcome
 
-    @asset(
-        key=snapshot_key(name),
-        description=description,
-        partitions_def=pdef,
-        code_version=code_version(spec),
-        kinds={source_kind, "parquet"},
-        tags=dict(spec.tags),
-        owners=list(spec.owners) or None,
-        group_name=SNAPSHOT_PREFIX,
-        io_manager_key=IO_MANAGER_KEY,
-        pool=source_pool(spec.source),
-        # a backfill snapshots up to this many partitions in one run, one after another (one pool slot)
-        backfill_policy=backfill_policy(),
-        # a ranged run reports each partition's materialization itself (AssetMaterialization events),
-        # not through the output, which would give every partition of the range the same metadata
-        output_required=False,
-        # the run config's schema, built once (inferring it from a `config` parameter costs each asset ~1 ms)
-        config_schema=RUN_CONFIG_SCHEMA,
-        # the source is a resource of its own (one shared object per source, see build_snapshot_assets)
-        resource_defs={source_key: source_resource},
-        required_resource_keys={SNAPSHOT_STORE_RESOURCE_KEY},
-        check_specs=[
-            # partitions_def: Dagster records each result under the run's partition (without it, 1.13
-            # records the planned check under the partition and the result under none: the UI shows a
-            # 'skipped' row beside every result, and automation cannot tell which partition failed)
-            AssetCheckSpec(d.name, asset=snapshot_key(name), blocking=d.blocking, description=d.description,
-                           partitions_def=pdef)
-            for d in checks
-        ],
-        metadata={
-            "query": MetadataValue.md(f"```sql\n{spec.query.strip()}\n```"),
-            "key": ", ".join(spec.key),
-            "source": spec.source,
-            "cadence": spec.partitions.cadence,
-        },
-    )
-    def _snapshot(context: AssetExecutionContext) -> Iterator[Any]:
-        config = SnapshotRunConfig(**context.op_config) if context.op_config else SnapshotRunConfig()
-        snapshot_store: SnapshotStoreResource = context.resources.snapshot_store
-        try:  # max_concurrent_queries is the pool's limit: correct it if the instance has another
-            if ensure_pool_limit(context.instance, source_pool(spec.source), max_queries):
-                context.log.info(f"pool {source_pool(spec.source)}: limit set to {max_queries} (max_concurrent_queries / parallelism)")
-        except Exception as exc:  # never fail a snapshot over this; the pool keeps its current limit
-            context.log.warning(f"pool {source_pool(spec.source)}: could not set its limit: {type(exc).__name__}")
-        if getattr(catalog.sources[spec.source], "allow_privileged_role", False):
-            context.log.warning(
-                f"source {spec.source}: allow_privileged_role is true, so it may read as a superuser or a role "
-                "that can write; the read-only session is then the only guard (the source's state records it)"
-            )
-        if context.has_partition_key:  # one partition: its window from the run's partition
-            outcome = snapshot_one(context, config, context.partition_key, context.partition_time_window)
-            yield MaterializeResult(
-                metadata=snapshot_metadata(outcome, snapshot_store.get_store(), spec.columns),
-                data_version=DataVersion(outcome.result.manifest.version),
-                check_results=check_results(name, outcome),
-            )
-            return
-        # a partition range (a backfill run): each partition in turn, each reported on its own
-        keys = list(context.partition_keys)
-        context.log.info(
-            f"{name}: {len(keys)} partitions in this run, {keys[0]} to {keys[-1]}, one after another")
-        tags = {CODE_VERSION_TAG: code_version(spec), DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
-        if BACKFILL_ID_TAG in context.run.tags:  # as Dagster tags the materializations it reports
-            tags[BACKFILL_ID_TAG] = context.run.tags[BACKFILL_ID_TAG]
-        for i, pk in enumerate(keys):
-            outcome = snapshot_one(context, config, pk, pdef.time_window_for_partition_key(pk))
-            last = i == len(keys) - 1  # the table of every partition once, on the range's last one
-            yield AssetMaterialization(
-                asset_key=snapshot_key(name),
-                partition=pk,
-                metadata=snapshot_metadata(outcome, snapshot_store.get_store() if last else None,
-                                           spec.columns),
-                tags={**tags, DATA_VERSION_TAG: outcome.result.manifest.version},
-            )
-            yield from check_evaluations(context, name, pk, outcome, blocking)
-        # the checks' own (empty) outputs, which an AssetCheckResult would have emitted
-        for output_name in context.assets_def.check_specs_by_output_name:
+    if context.has_partition_key:  # one partition: its window from the run's partition
+        outcome = snapshot_one(context.partition_key, context.partition_time_window)
+        yield MaterializeResult(
+            asset_key=key,
+            metadata=snapshot_metadata(outcome, store, spec.columns),
+            data_version=DataVersion(outcome.result.manifest.version),
+            check_results=check_results(name, outcome),
+        )
+        return
+    # a partition range (a backfill run): each partition in turn, each reported on its own
+    keys = list(context.partition_keys)
+    context.log.info(
+        f"{name}: {len(keys)} partitions in this run, {keys[0]} to {keys[-1]}, one after another")
+    tags = {CODE_VERSION_TAG: code_version(spec), DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
+    if BACKFILL_ID_TAG in context.run.tags:  # as Dagster tags the materializations it reports
+        tags[BACKFILL_ID_TAG] = context.run.tags[BACKFILL_ID_TAG]
+    blocking = {d.name: d.blocking for d in check_defs(spec)}
+    for i, pk in enumerate(keys):
+        outcome = snapshot_one(pk, pdef.time_window_for_partition_key(pk))
+        last = i == len(keys) - 1  # the table of every partition once, on the range's last one
+        yield AssetMaterialization(
+            asset_key=key,
+            partition=pk,
+            metadata=snapshot_metadata(outcome, store if last else None, spec.columns),
+            tags={**tags, DATA_VERSION_TAG: outcome.result.manifest.version},
+        )
+        yield from check_evaluations(context, name, pk, outcome, blocking)
+    # the checks' own (empty) outputs, which an AssetCheckResult would have emitted
+    for output_name, check_spec in context.assets_def.check_specs_by_output_name.items():
+        if check_spec.asset_key == key and check_spec.key in context.selected_asset_check_keys:
             yield Output(None, output_name=output_name)
 
-    return _snapshot
+
+PACK_SIZE = 250
+"""Snapshots in one op of a big catalog (Dagster validates a multi-asset's checks quadratically)."""
+PACK_ABOVE = 200
+"""A source's snapshots of one partitions definition are packed when there are more than this many."""
 
 
 def build_snapshot_assets(catalog: Catalog) -> list[AssetsDefinition]:
+    """Every snapshot asset. Each is its own op (``snapshots__<name>``) unless its source has more
+    than :data:`PACK_ABOVE` snapshots of one partitions definition: those are packed by
+    :data:`PACK_SIZE` into ops ``snapshots_<source>_<cadence>_<n>`` (building a Dagster op costs a few
+    milliseconds; a 10,000-snapshot catalog loads in seconds only so)."""
     resources = source_resources(catalog)  # one object per source: Dagster compares them by identity
-    return [
-        build_snapshot_asset(catalog, name, spec, resources[source_resource_key(spec.source)])
-        for name, spec in catalog.snapshots.items()
-    ]
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for name, spec in catalog.snapshots.items():
+        p = spec.partitions
+        groups.setdefault((spec.source, p.cadence, p.start, p.end), []).append(name)
+    assets = []
+    packs = Counter(key[0] for key, names in groups.items() if len(names) > PACK_ABOVE)
+    for (source, cadence, start, end), names in groups.items():
+        resource = resources[source_resource_key(source)]
+        if len(names) <= PACK_ABOVE:
+            assets += [build_snapshot_pack(catalog, [name], f"snapshots__{name}", resource) for name in names]
+            continue
+        stem = f"snapshots_{source}_{cadence}"
+        if packs[source] > 1:  # several packed groups of one source: told apart by their start
+            stem += f"_{start:%Y%m%d%H%M}" + (f"_{end:%Y%m%d%H%M}" if end is not None else "")
+        for i in range(0, len(names), PACK_SIZE):
+            assets.append(
+                build_snapshot_pack(catalog, names[i:i + PACK_SIZE], f"{stem}_{i // PACK_SIZE}", resource))
+    return assets
