@@ -86,18 +86,27 @@ def touch_path(store: Any, asset: str, partition: str, version: str) -> Any:
 
 def touch(store: Any, asset: str, partition: str, version: str) -> None:
     """Record that a publish has just found ``version`` already published and will return it."""
-    p = touch_path(store, asset, partition, version)
-    raw = json.dumps({"touched_at": _utc_now().isoformat()}).encode()
-    if store.local:
-        Path(str(p)).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(p)).with_name(f".{uuid.uuid4().hex}.tmp")
+    _put_whole(store, touch_path(store, asset, partition, version),
+               json.dumps({"touched_at": _utc_now().isoformat()}).encode())
+
+
+def _put_whole(store: Any, p: Any, raw: bytes) -> None:
+    """Write a small file that a reader sees whole or not at all: locally written beside it under a
+    temporary name and renamed (fsynced; the temporary file never left behind); one PUT elsewhere."""
+    if not store.local:
+        p.write_bytes(raw)
+        return
+    target = Path(str(p))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{uuid.uuid4().hex}.tmp")
+    try:
         with open(tmp, "wb") as f:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, Path(str(p)))
-    else:
-        p.write_bytes(raw)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def touched_at(store: Any, asset: str, partition: str, version: str) -> dt.datetime | None:
@@ -113,21 +122,7 @@ def touched_at(store: Any, asset: str, partition: str, version: str) -> dt.datet
 def write_intent(store: Any, shas: list[str]) -> Any:
     """Announce the parts a publish is about to reference (the protocol in the module docstring)."""
     p = store.root / INTENTS / f"{uuid.uuid4().hex}.json"
-    raw = json.dumps({"created_at": _utc_now().isoformat(), "parts": sorted(set(shas))}).encode()
-    if store.local:  # written privately, then renamed: an intent is never read half written
-        folder = Path(str(p)).parent
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(raw)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, Path(str(p)))
-        finally:
-            tmp.unlink(missing_ok=True)  # never left behind (a full disk)
-    else:  # one PUT: whole or nothing
-        p.write_bytes(raw)
+    _put_whole(store, p, json.dumps({"created_at": _utc_now().isoformat(), "parts": sorted(set(shas))}).encode())
     return p
 
 
