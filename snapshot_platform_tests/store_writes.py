@@ -1,5 +1,5 @@
 """What the store tests and the CLI tests share (unit/test_store.py, integration/test_store_processes.py,
-integration/test_cli.py, integration/test_retention.py): tables to publish, the manifest fields a
+integration/test_cli.py, integration/test_retention.py, integration/test_trust.py): tables to publish, the manifest fields a
 caller of SnapshotStore.publish supplies, a version rewritten in the layout before shared parts, and a
 writer process to kill mid-stream."""
 

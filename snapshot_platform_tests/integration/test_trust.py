@@ -38,6 +38,7 @@ from snapshot_platform.orchestration.definitions import build_assets, build_defi
 from snapshot_platform.gate import UntrainableSnapshot
 from snapshot_platform.orchestration.partitions import PartitionKeyError, window_for
 from snapshot_platform_tests.capture_runs import take_snapshot
+from snapshot_platform_tests.store_writes import old_layout
 from snapshot_platform.store import MANIFEST_NAME, IntegrityError, Manifest, ManifestError, SnapshotStore
 from snapshot_platform.training.train import train
 
@@ -126,6 +127,24 @@ def test_an_intact_store_verifies_and_trains(trust):
     code, out = verify_problems(trust)
     assert code == 0, out
     assert trust.train([ms[0]]).metrics
+
+
+def test_a_version_in_the_layout_before_shared_parts_verifies_trains_and_is_refused_when_damaged(trust):
+    """Format 2 (its parts in its version folder): verify and the training loader (the IO manager
+    reads through the same store readers) hold it to the same rules as format 3."""
+    m = old_layout(trust.store, trust.snap(DAYS[0]))
+    assert m.format_version == 2 and (trust.folder(m) / "part-00000.parquet").exists()
+    code, out = verify_problems(trust)
+    assert code == 0, out
+    assert trust.train([m]).metrics
+    part = trust.folder(m) / "part-00000.parquet"
+    raw = bytearray(part.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    part.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match="part-00000.parquet"):
+        trust.train([m])
+    code, out = verify_problems(trust)
+    assert code == 1 and "part-00000.parquet" in out and "sha256" in out
 
 
 def test_a_manifest_copied_into_another_partition_is_refused_everywhere(trust):
