@@ -134,7 +134,7 @@ def gc_report(found: list[Any], dry_run: bool, older_than: Any) -> None:
             action = "kept (no manifest: invisible; the next publish of this content completes it)"
         click.echo(f"{action:<12} {f.kind:<18} {age:>8} {f.files:>4} files {f.bytes:>14,} B  {f.uri}")
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{plural(len(found), 'leftover')}; {verb} {plural(len(stale), 'staging folder')} "
+    click.echo(f"{plural(len(found), 'leftover')}; {verb} {plural(len(stale), 'leftover')} "
                f"({sum(f.bytes for f in stale):,} bytes) idle for more than {duration(older_than)}")
 
 

@@ -252,7 +252,8 @@ def _duration(_ctx: Any, param: Any, value: str) -> Any:
 @click.pass_context
 def gc(ctx: click.Context, older_than: Any, dry_run: bool, as_json: bool, keep_last: int | None,
        keep_within: Any, grace: Any, tracking_uri: str | None) -> None:
-    """Remove what crashed writers left in the staging area; never a published version.
+    """Remove what crashed writers left in the staging area (and their publish intents, then the
+    shared parts no manifest references, older than --older-than); never a published version.
 
     Also lists version folders that have parts but no manifest (a writer died while publishing):
     readers never see them and the next snapshot of the same content completes them, so they are

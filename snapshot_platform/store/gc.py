@@ -10,7 +10,8 @@ publish, cleanly, and publishes nothing.
 Version folders without a manifest (a writer of an earlier release, which kept the parts in the
 version folder, died before writing its manifest) are reported, never removed: they are invisible
 to readers, and the next publisher of the same version sets them aside. Shared parts no manifest
-references are deleted by retention's sweep (store/retention.py), not here.
+references and no intent lists, written longer ago than the threshold (a killed publisher's), are
+deleted by retention's race-safe sweep (store/retention.py ``sweep_parts``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from snapshot_platform.store.store import SnapshotStore
 
 @dataclass(frozen=True)
 class Leftover:
-    kind: str  # "staging", "intent" (removable when stale) or "incomplete_version" (reported only)
+    kind: str  # "staging", "intent", "unreferenced_part" (removable when stale), "incomplete_version" (reported)
     uri: str
     files: int
     bytes: int
@@ -112,15 +113,18 @@ def _find(store: SnapshotStore, now: dt.datetime) -> list[tuple[Leftover, UPath]
 
 def collect_garbage(store: SnapshotStore, older_than: dt.timedelta, dry_run: bool = False,
                     now: dt.datetime | None = None) -> list[Leftover]:
-    """Every staging folder and every version folder without a manifest, oldest first; the staging
-    folders idle for longer than ``older_than`` are marked stale and, unless ``dry_run``, removed.
+    """Every staging folder, publish intent and version folder without a manifest, oldest first; the
+    staging folders and intents idle for longer than ``older_than`` are marked stale and, unless
+    ``dry_run``, removed; then the shared parts no manifest references and no intent lists, written
+    longer ago than ``older_than``, are swept (store/retention.py), listed last.
 
     ``older_than`` must be longer than the longest snapshot a writer may take.
     """
     if older_than <= dt.timedelta(0):
         raise ValueError("older_than must be positive: a younger staging folder may belong to a writer at work")
+    now = now or dt.datetime.now(dt.timezone.utc)
     out = []
-    for item, folder in _find(store, now or dt.datetime.now(dt.timezone.utc)):
+    for item, folder in _find(store, now):
         if item.kind in ("staging", "intent") and item.age_s is not None and item.age_s > older_than.total_seconds():
             item = replace(item, stale=True)
             if not dry_run and item.kind == "intent":
@@ -130,4 +134,11 @@ def collect_garbage(store: SnapshotStore, older_than: dt.timedelta, dry_run: boo
                 store._remove(folder, quiet=False)
                 item = replace(item, removed=True)
         out.append(item)
+    # shared parts no manifest references and no intent lists, written longer ago than older_than
+    # (a killed publisher's, once its intent is gone): the race-safe sweep of store/retention.py; a
+    # manifest that cannot say which parts it references stops it (gc --keep-last reports why)
+    sweep = retention.sweep_parts(store, now, older_than, dry_run=dry_run)
+    for sha, size in zip(sweep.parts, sweep.sizes):
+        out.append(Leftover("unreferenced_part", store.uri(store.root / mf.part_path(sha)), 1, size, None, None,
+                            stale=True, removed=not dry_run))
     return out

@@ -231,6 +231,8 @@ class Sweep:
 
     parts: tuple[str, ...] = ()
     bytes: int = 0
+    sizes: tuple[int, ...] = ()
+    """Each part's bytes, in the order of ``parts``."""
     skipped: str | None = None
     """Why no part was deleted: a manifest or intent that does not say which parts it references."""
 
@@ -259,7 +261,7 @@ def _sweep(store: Any, parts: list[StoredPart], started: dt.datetime, grace: dt.
     keep = intended_parts(store) | referenced_parts(store, skip=dropping)
     candidates = [p for p in parts if p.sha256 not in keep and p.modified < started - grace]
     if dry_run or not candidates:
-        return Sweep(tuple(p.sha256 for p in candidates), sum(p.bytes for p in candidates))
+        return _swept(candidates)
     aside_dir = store.root / STAGING / f"gc-parts-{uuid.uuid4().hex}"
     aside: list[tuple[StoredPart, Any]] = []
     try:
@@ -286,7 +288,11 @@ def _sweep(store: Any, parts: list[StoredPart], started: dt.datetime, grace: dt.
         shutil.rmtree(str(aside_dir), ignore_errors=True)
     else:
         backends.remove_tree(aside_dir.fs, fs_path(aside_dir))
-    return Sweep(tuple(p.sha256 for p in deleted), sum(p.bytes for p in deleted))
+    return _swept(deleted)
+
+
+def _swept(parts: list[StoredPart]) -> Sweep:
+    return Sweep(tuple(p.sha256 for p in parts), sum(p.bytes for p in parts), tuple(p.bytes for p in parts))
 
 
 def _move_aside(store: Any, p: StoredPart, aside_dir: Any) -> Any:

@@ -218,7 +218,8 @@ def test_a_publish_reusing_a_part_while_gc_sweeps_it_keeps_it(tmp_path: Path, mo
 def test_a_killed_publishers_parts_are_kept_by_its_intent_until_gc_removes_it(tmp_path: Path,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A publisher killed between placing its parts and its manifest leaves the parts and its intent:
-    the sweep keeps them; gc --older-than removes the idle intent; the next sweep deletes them."""
+    the sweep keeps them; gc --older-than removes the idle intent, and then (the same run) the parts
+    no manifest references; retention's sweep would have deleted them as well."""
     import datetime as dt
 
     from snapshot_platform.store.gc import collect_garbage
@@ -241,10 +242,14 @@ def test_a_killed_publishers_parts_are_kept_by_its_intent_until_gc_removes_it(tm
     zero = dt.timedelta(0)
     assert retention.apply_retention(store, 1, None, set(), grace=zero).sweep.parts == ()  # the intent keeps them
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
+    assert retention.apply_retention(store, 1, None, set(), dry_run=True, grace=zero).sweep.parts == ()
+    dry = collect_garbage(store, dt.timedelta(hours=24), dry_run=True, now=later)
+    assert [(f.kind, f.stale, f.removed) for f in dry] == [("intent", True, False)]  # its parts still held
     found = collect_garbage(store, dt.timedelta(hours=24), now=later)
-    assert [(f.kind, f.stale, f.removed) for f in found] == [("intent", True, True)]
-    swept = retention.apply_retention(store, 1, None, set(), grace=zero).sweep
-    assert {f"{sha}.parquet" for sha in swept.parts} == orphans
+    assert [(f.kind, f.stale, f.removed) for f in found] == [("intent", True, True)] + [
+        ("unreferenced_part", True, True)] * len(orphans)
+    assert {f.uri.rsplit("/", 1)[1] for f in found[1:]} == orphans
+    assert not {p.name for p in (tmp_path / "storage" / "parts").rglob("*.parquet")} & orphans
     assert store.verify_version(kept) == [] and store.versions(ASSET, "2024-01-02") == []
 
 

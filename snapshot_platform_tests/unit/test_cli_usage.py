@@ -99,5 +99,5 @@ def test_wording(world):
     assert "source      demo_db (sqlite" in shown.stdout
     collected = run(world, "gc", "--older-than", "1d", "--dry-run")
     assert collected.exit_code == 0, collected.output
-    assert "0 leftovers; would remove 0 staging folders (0 bytes) idle for more than 1d" in collected.stdout
+    assert "0 leftovers; would remove 0 leftovers (0 bytes) idle for more than 1d" in collected.stdout
     assert "0:00:00" not in collected.stdout
