@@ -19,10 +19,9 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from snapshot_platform import __version__
@@ -30,7 +29,12 @@ from snapshot_platform.catalog import ModelSpec
 from snapshot_platform.gate import assert_trainable
 from snapshot_platform.capture import library_versions as snapshot_library_versions
 from snapshot_platform.store import Manifest, SnapshotStore
-from snapshot_platform.training import split as split_mod
+
+# pandas (and the split, whose store/keys.py uses it) are imported where a frame is built: loading the
+# Dagster definitions, which every run worker and the daemon do, needs neither
+if TYPE_CHECKING:
+    import pandas as pd
+
 from snapshot_platform.training.estimator import (
     Task,
     estimator_params,
@@ -146,6 +150,8 @@ def load_frame(
     store: SnapshotStore, manifests: list[Manifest], columns: list[str], spec: ModelSpec, task: Task
 ) -> pd.DataFrame:
     """The needed columns of every version as one DataFrame with a ``_partition`` column, hash-verified."""
+    import pandas as pd
+
     frames = []
     for m in manifests:
         names = [c.name for c in m.schema]
@@ -284,6 +290,8 @@ def train(
     if dropped:
         frame = frame[~null_target]
     frame = frame.sort_values([*key, PARTITION_COLUMN], kind="mergesort", ignore_index=True)
+    from snapshot_platform.training import split as split_mod
+
     mask = split_mod.test_mask(frame, by, spec.split.test_fraction)
     n_test, n_train = int(mask.sum()), int((~mask).sum())
     if n_test == 0 or n_train == 0:
