@@ -106,8 +106,10 @@ class SnapshotStore:
         already published, nothing is written and the existing version is returned.
 
         ``checker``, if given, is called with the written rows (streamed back from the staged
-        files, only ``check_columns``) before the manifest exists; the outcomes it returns (check
-        name -> :class:`CheckOutcome`) are recorded in the manifest under ``checks``.
+        files, only ``check_columns``, as they are read: a checker that already saw the rows, as
+        capture.py's saw them on their way in, returns without reading them) before the manifest
+        exists; the outcomes it returns (check name -> :class:`CheckOutcome`) are recorded in the
+        manifest under ``checks``.
 
         ``source_types`` (column → database type) is recorded in the manifest's schema entries.
 
