@@ -46,7 +46,6 @@ from snapshot_platform.orchestration.partitions import freshness_policy, partiti
 from snapshot_platform.orchestration.pools import ensure_pool_limit, source_pool
 from snapshot_platform.orchestration.resources import (
     SNAPSHOT_STORE_RESOURCE_KEY,
-    SnapshotStoreResource,
     SourceResource,
     source_resource_key,
     source_resources,
