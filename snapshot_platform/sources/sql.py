@@ -18,6 +18,7 @@ WINDOW_PARAMS = ("partition_start", "partition_end")
 SNAPSHOT_TIME_PARAM = "snapshot_time"
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SPECIAL = re.compile(r"['\"`\-/$:]")  # what may start a literal, comment or parameter
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,9 @@ def find_placeholders(sql: str, backslash_escapes: bool = False) -> list[Placeho
                 i = m.end()
             else:
                 i += 1
-        else:
-            i += 1
+        else:  # nothing starts here: on to the next character that may start something
+            m = _SPECIAL.search(sql, i + 1)
+            i = m.start() if m else n
     return found
 
 
