@@ -197,18 +197,13 @@ def take_snapshot(
                 schema_json = schema_to_json(read.schema, read.source_types)
 
                 # the checks see each batch as it passes to the writer (in the store's reader thread):
-                # the very rows, in the very order, that the parts hold, so the staged parts the store
-                # offers the checker afterwards are not decoded a second time
+                # the very rows, in the very order, that the parts hold; no part is read back
                 check_run = CheckRun(spec, schema_json, history)
-
-                def checker(_staged: Iterator[pa.RecordBatch]) -> dict[str, CheckOutcome]:
-                    return check_run.outcomes()
-
                 batches = _checked(read.batches, check_run)
                 if progress is not None:
                     batches = _counted(batches, progress)
                 result = store.publish(name, partition_key, read.schema, batches, fields,
-                                       checker=checker, check_columns=check_columns(spec),
+                                       checker=check_run.outcomes,
                                        source_types=read.source_types, cancel=read.cancel)
             if read.fingerprint is not None and not result.created:
                 # the same version again: its manifest is write-once; a moved fingerprint goes beside it

@@ -33,7 +33,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +107,18 @@ def _client_error(exc: BaseException) -> tuple[str | None, int | None]:
 
 def _s3_create(fs: Any, path: str, data: bytes, content_type: str) -> bool:
     bucket, key, _ = fs.split_path(path)
+    return _s3_exclusive(path, lambda: fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data,
+                                                   ContentType=content_type, IfNoneMatch="*"))
+
+
+def _s3_exclusive(path: str, write: Callable[[], Any]) -> bool:
+    """Run ``write`` (a request carrying ``If-None-Match: *``): True if it created the object, False
+    if one existed; 409 ConditionalRequestConflict (a competing write in flight) is retried."""
     for attempt in range(_S3_CONFLICT_RETRIES):
         try:
             # s3fs turns a 412 whose Condition is If-None-Match into FileExistsError; other
             # S3-compatible servers may omit the Condition, hence the explicit check below.
-            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, ContentType=content_type,
-                       IfNoneMatch="*")
+            write()
             return True
         except FileExistsError:
             return False
@@ -153,6 +159,53 @@ def _memory_create(fs: Any, path: str, data: bytes) -> bool:
             return False
         fs.pipe_file(path, data)
         return True
+
+
+# ------------------------------------------------------------------ upload
+
+
+def upload_exclusive(fs: Any, lpath: str, path: str, overwrite: bool = False) -> bool:
+    """Upload the local file ``lpath`` to the object ``path`` if no object exists there
+    (``overwrite``: replace whatever is there). True: this call created it; False: an object was
+    there already, left as it was.
+
+    The object appears whole or not at all on every backend: one PUT for a small file; for a large
+    one an S3 multipart upload (in blocks of the filesystem's ``default_block_size``, ``If-None-Match: *``
+    on CompleteMultipartUpload), a GCS resumable upload (``ifGenerationMatch=0``; the object exists
+    once the last chunk is in) or Azure staged blocks (``If-None-Match: *`` on Put Block List) exist
+    only once their last request completes. An interrupted upload leaves no object (S3 may keep an
+    incomplete multipart upload: docs/storage.md has the lifecycle rule that aborts them).
+    """
+    backend = backend_of(fs)
+    mode = "overwrite" if overwrite else "create"
+    try:
+        if backend == S3:
+            chunk = getattr(fs, "default_block_size", None)
+            upload = lambda: fs.put_file(lpath, path, mode=mode, chunksize=chunk)  # noqa: E731
+            if overwrite:
+                upload()
+                return True
+            return _s3_exclusive(path, upload)
+        if backend == MEMORY:
+            with _memory_lock:
+                if not overwrite and fs.exists(path):
+                    return False
+                fs.put_file(lpath, path)
+                return True
+        refused: tuple[type[BaseException], ...] = (FileExistsError,)  # gcsfs: on 412; adlfs: on 409
+        if backend == AZURE:
+            from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
+            refused += (ResourceExistsError, ResourceModifiedError)  # 412 comes through as the latter
+        try:
+            fs.put_file(lpath, path, mode=mode)
+            return True
+        except refused:
+            if overwrite:  # not a lost race: the store refused to replace the object (a lease, a lock)
+                raise
+            return False
+    finally:
+        fs.invalidate_cache(path)
 
 
 # ------------------------------------------------------------------ copy, remove

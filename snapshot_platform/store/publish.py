@@ -1,10 +1,11 @@
-"""The write path: stage, hash, check, place, manifest last (docs/architecture.md, "The publish protocol").
+"""The write path: write, hash, check, place, manifest last (docs/architecture.md, "The publish protocol").
 
-Parts go to a private staging folder first and are hashed as they are written; the version id
-follows from the hashes; each part is placed once per content under ``<root>/parts/`` (a hard link
-on local disk, a server-side copy on object stores; a part already there is not written again);
-``manifest.json`` is created last and only if absent (a hard link on local disk, a
-conditional create on object stores). Readers only believe folders that have a manifest, so a
+Parts are hashed as they are written; the version id follows from the hashes; each part is stored
+once per content under ``<root>/parts/``. On local disk the parts go to a private staging folder
+first and are hard-linked into place; on object stores each part goes to a local temporary file
+and is uploaded straight to its content key, only if it is not there yet (store/upload.py). A part
+already there is not written again. ``manifest.json`` is created last and only if absent (a hard
+link on local disk, a conditional create on object stores). Readers only believe folders that have a manifest, so a
 writer killed at any instant leaves nothing a reader can mistake for a snapshot.
 
 ``store`` below is the :class:`~snapshot_platform.store.SnapshotStore` being written to (placing
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from upath import UPath
 
 from snapshot_platform.store import retention
@@ -32,6 +32,7 @@ from snapshot_platform.store import backends
 from snapshot_platform.store import manifest as mf
 from snapshot_platform.store.files import MANIFEST_TMP_PREFIX, STAGING, fs_path, fsync_dir
 from snapshot_platform.store.manifest import CheckOutcome, Manifest
+from snapshot_platform.store.upload import PartUploader
 from snapshot_platform.store.writer import WrittenData, prefetch, storage_write_error, write_parts
 
 
@@ -51,17 +52,20 @@ def publish(
     batches: Iterable[pa.RecordBatch],
     fields: Mapping[str, Any],
     prefetch_depth: int = 2,
-    checker: Callable[[Iterator[pa.RecordBatch]], Mapping[str, CheckOutcome]] | None = None,
-    check_columns: list[str] | None = None,
+    checker: Callable[[], Mapping[str, CheckOutcome]] | None = None,
     source_types: dict[str, str] | None = None,
     cancel: Callable[[], None] | None = None,
 ) -> PublishResult:
     """``SnapshotStore.publish`` (its docstring has the contract)."""
     store.partition_dir(asset, partition)  # validates the components before any write
-    staging = store.root / STAGING / uuid.uuid4().hex
+    staging = store.root / STAGING / uuid.uuid4().hex if store.local else None
+    uploader = None if store.local else PartUploader(store)
     try:
         with prefetch(batches, prefetch_depth, cancel) as pulled:
-            written = _write_staging(store, staging, schema, pulled, fields.get("key"))
+            if uploader is None:
+                written = _write_staging(store, staging, schema, pulled, fields.get("key"))
+            else:
+                written = uploader.write(schema, pulled, fields.get("key"))
         version = mf.version_id(schema, [p.sha256 for p in written.parts])
         final = store.version_dir(asset, partition, version)
         existing = store._try_manifest(final)
@@ -89,14 +93,14 @@ def publish(
             "writer": store.settings.as_dict(),
         }
         if checker is not None:
-            doc["checks"] = dict(checker(_staged_batches(staging, written, check_columns)))
+            doc["checks"] = dict(checker())
         manifest = Manifest.from_dict(doc, where="<new manifest>")
         raw = manifest.to_json()
         try:
-            if store.local:
+            if uploader is None:
                 created = store._place_local(staging, final, written, raw)
             else:
-                created = place_remote(store, staging, final, written, raw)
+                created = uploader.create_manifest(final, raw, _step)
         except OSError as exc:  # disk full, a refused upload: say so, and where
             raise storage_write_error(exc, getattr(exc, "filename", None) or store.uri(final)) from exc
         if not created:
@@ -104,7 +108,10 @@ def publish(
             return PublishResult(version, False, store.read_manifest(asset, partition, version), store.uri(final))
         return PublishResult(version, True, manifest, store.uri(final))
     finally:
-        store._remove(staging)
+        if uploader is not None:
+            uploader.close()
+        if staging is not None:
+            store._remove(staging)
 
 
 def _write_staging(store: Any, staging: UPath, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
@@ -119,13 +126,6 @@ def _write_staging(store: Any, staging: UPath, schema: pa.Schema, batches: Itera
 
     return write_parts(batches, schema, open_part, store.settings, where=lambda name: store.uri(staging / name),
                        key=key)
-
-
-def _staged_batches(staging: UPath, written: WrittenData, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
-    cols = [c for c in columns if c in written.schema.names] if columns is not None else None
-    for part in written.parts:
-        with (staging / part.path).open("rb") as f:
-            yield from pq.ParquetFile(f).iter_batches(batch_size=65_536, columns=cols)
 
 
 # test hook: called with "parts_placed" once every part is in place, before the manifest is created
@@ -220,46 +220,6 @@ def _link_part(staged: Path, target: Path, size: int) -> bool:
     finally:
         tmp.unlink(missing_ok=True)
     return True
-
-
-def place_remote(store: Any, staging: UPath, final: UPath, written: WrittenData, raw: bytes) -> bool:
-    """Copy each staged part to ``<root>/parts/`` unless a part of that content is there already,
-    then create the manifest only if absent.
-
-    A server-side copy appears whole or not at all, and a part already there of the right size holds
-    the same bytes (its name is their sha256; ``verify`` re-hashes it): it is not copied again. The
-    conditional create of the manifest decides which of two publishers of one version wins
-    (store/backends.py has how each object store spells it); the intent protects the parts from a
-    concurrent retention gc (store/retention.py).
-    """
-    fs = store.root.fs
-    backends.backend_of(fs)  # refuse a backend without a conditional create before copying
-    target = fs_path(final / mf.MANIFEST_NAME)
-    fs.invalidate_cache(target)
-    if fs.exists(target):  # published since publish() looked: write nothing
-        return False
-    intent = retention.write_intent(store, [p.sha256 for p in written.parts])
-    try:
-        try:
-            for part in written.parts:
-                dst = fs_path(store.root / mf.part_path(part.sha256))
-                fs.invalidate_cache(dst)
-                try:
-                    if fs.info(dst)["size"] == part.bytes:
-                        continue  # stored once already: nothing to copy
-                except FileNotFoundError:
-                    pass
-                backends.copy_object(fs, fs_path(staging / part.path), dst, part.bytes)
-        except Exception:
-            fs.invalidate_cache(target)
-            if fs.exists(target):  # lost the race and the store refused the copy (e.g. object lock)
-                return False
-            raise
-        _step("parts_placed")
-        retention.check_intent(store, intent)
-        return backends.create_exclusive(fs, target, raw)
-    finally:
-        retention.remove_intent(store, intent)
 
 
 def remove(store: Any, p: UPath, quiet: bool = True) -> None:

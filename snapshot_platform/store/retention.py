@@ -58,6 +58,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import logging
 import os
 import posixpath
 import shutil
@@ -74,6 +75,7 @@ from snapshot_platform.store.manifest import Manifest, ManifestError
 TOUCHED = ".touched"
 INTENTS = ".intents"  # <root>/.intents/<uuid>.json: the parts a publish in progress will reference
 DEFAULT_GRACE = dt.timedelta(hours=1)
+log = logging.getLogger(__name__)
 
 
 def _utc_now() -> dt.datetime:
@@ -145,6 +147,40 @@ def remove_intent(store: Any, p: Any) -> None:
             p.fs.invalidate_cache(fs_path(p))
     except FileNotFoundError:
         pass
+
+
+def check_intents(store: Any, intents: list[Any]) -> None:
+    """:func:`check_intent` for several intents of one publish, with one listing of ``.intents/``."""
+    folder = store.root / INTENTS
+    if not store.local:
+        folder.fs.invalidate_cache(fs_path(folder))
+    present = set(file_names(folder)) if intents else set()
+    for p in intents:
+        if p.name not in present:
+            check_intent(store, p)  # gone from the listing: raises (unless it is there after all)
+
+
+def remove_intents(store: Any, intents: list[Any]) -> None:
+    """Remove a publish's intents (several in one request where the store can); never raises: a
+    leftover intent only delays the sweep of its parts until gc finds it stale."""
+    if not intents:
+        return
+    try:
+        if store.local:
+            for p in intents:
+                remove_intent(store, p)
+        else:
+            paths = [fs_path(p) for p in intents]
+            try:
+                store.root.fs.rm(paths)
+            finally:
+                for path in paths:
+                    store.root.fs.invalidate_cache(path)
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # cleanup must never hide the error that brought us here
+        log.warning("could not remove the publish intents under %s: %s",
+                    store.uri(store.root / INTENTS), exc)
 
 
 def intended_parts(store: Any) -> set[str]:

@@ -59,11 +59,13 @@ class SnapshotStore:
     """Versioned, write-once Parquet snapshots under one root (a local path or an fsspec URL)."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, settings: WriterSettings | None = None,
-                 storage_options: dict[str, Any] | None = None):
+                 storage_options: dict[str, Any] | None = None, upload_tmp_dir: str | None = None):
         url = str(root) if root is not None else default_storage_url()
         self.root = UPath(url, **(storage_options or {}))
         self.settings = settings or WriterSettings()
         self.local = is_local(self.root)
+        # on object stores each part is written here before its upload (store/upload.py); None: $TMPDIR
+        self.upload_tmp_dir = upload_tmp_dir
 
     def __repr__(self) -> str:
         return f"SnapshotStore({self.uri(self.root)!r})"
@@ -94,8 +96,7 @@ class SnapshotStore:
         batches: Iterable[pa.RecordBatch],
         fields: Mapping[str, Any],
         prefetch_depth: int = 2,
-        checker: Callable[[Iterator[pa.RecordBatch]], Mapping[str, CheckOutcome]] | None = None,
-        check_columns: list[str] | None = None,
+        checker: Callable[[], Mapping[str, CheckOutcome]] | None = None,
         source_types: dict[str, str] | None = None,
         cancel: Callable[[], None] | None = None,
     ) -> PublishResult:
@@ -105,11 +106,9 @@ class SnapshotStore:
         source_state, dagster_run_id, code_version, library_versions, ...). If the content is
         already published, nothing is written and the existing version is returned.
 
-        ``checker``, if given, is called with the written rows (streamed back from the staged
-        files, only ``check_columns``, as they are read: a checker that already saw the rows, as
-        capture.py's saw them on their way in, returns without reading them) before the manifest
-        exists; the outcomes it returns (check name -> :class:`CheckOutcome`) are recorded in the
-        manifest under ``checks``.
+        ``checker``, if given, is called once every row is written, before the manifest exists (it
+        sees the rows on their way in, as capture.py's checks do: wrap ``batches``); the outcomes it
+        returns (check name -> :class:`CheckOutcome`) are recorded in the manifest under ``checks``.
 
         ``source_types`` (column → database type) is recorded in the manifest's schema entries.
 
@@ -117,10 +116,11 @@ class SnapshotStore:
         driver) when this returns or raises, whatever the error: the caller may close the source
         then. ``cancel`` (the source's server-side cancel) ends a fetch that thread is waiting in.
         A failed write (disk full, a refused upload) raises :class:`StorageWriteError`, one line
-        naming the cause and the file; the staging folder is removed on every path.
+        naming the cause and the file; the staging folder (local disk) or the temporary file
+        and the publish intents (object stores, store/upload.py) are removed on every path.
         """
         return pub.publish(self, asset, partition, schema, batches, fields, prefetch_depth, checker,
-                           check_columns, source_types, cancel)
+                           source_types, cancel)
 
     def _place_local(self, staging: UPath, final: UPath, written: WrittenData, raw: bytes) -> bool:
         return pub.place_local(self, staging, final, written, raw)

@@ -251,6 +251,7 @@ def write_parts(
     settings: WriterSettings = WriterSettings(),
     where: Callable[[str], str] = str,
     key: list[str] | tuple[str, ...] | None = None,
+    part_done: Callable[[WrittenPart, Any], None] | None = None,
 ) -> WrittenData:
     """Write ``batches`` as Parquet parts; ``open_part(name)`` returns a binary file opened for writing.
 
@@ -263,6 +264,10 @@ def write_parts(
     schema is recorded in Parquet too. A failure to write (disk full, a refused upload) is raised as
     :class:`StorageWriteError` naming the cause and ``where(part name)``; an error of ``batches``
     (the source) is raised as it is.
+
+    ``part_done(part, raw)``, if given, is called as each part is complete (its bytes flushed to
+    ``raw``, the file ``open_part`` returned, its hash known), before ``raw`` is closed and before
+    the next part is opened; an error it raises ends the writing like a failed write.
     """
     out = WrittenData(schema=schema)
     state: dict[str, Any] = {"writer": None, "raw": None, "hf": None, "rows": 0}
@@ -294,9 +299,12 @@ def write_parts(
         state["writer"].close()
         raw = state["raw"]
         raw.flush()
-        raw.close()
         hf = state["hf"]
-        out.parts.append(WrittenPart(state["name"], hf.sha.hexdigest(), hf.size, state["rows"]))
+        part = WrittenPart(state["name"], hf.sha.hexdigest(), hf.size, state["rows"])
+        if part_done is not None:
+            part_done(part, raw)
+        raw.close()
+        out.parts.append(part)
         state["writer"] = None
 
     def write_group(table: pa.Table) -> None:

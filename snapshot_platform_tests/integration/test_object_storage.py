@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -344,8 +345,23 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def store(peer: Peer, prefix: str) -> SnapshotStore:
-    return SnapshotStore(peer.url(prefix), settings=SMALL, storage_options=peer.storage_options)
+def uploads(tmp_path: Path) -> Path:
+    """The local folder the store writes each part to before its upload (store/upload.py)."""
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def store(peer: Peer, prefix: str, uploads: Path) -> SnapshotStore:
+    return SnapshotStore(peer.url(prefix), settings=SMALL, storage_options=peer.storage_options,
+                         upload_tmp_dir=str(uploads))
+
+
+def assert_nothing_in_flight(peer: Peer, prefix: str, uploads: Path) -> None:
+    """No staged object, no publish intent in the bucket, no temporary file on local disk."""
+    assert not [k for k in peer.keys(prefix + "/") if "/.staging/" in k or "/.intents/" in k]
+    assert list(uploads.iterdir()) == []
 
 
 # ------------------------------------------------------------------ helpers
@@ -431,6 +447,84 @@ def test_republishing_the_same_content_writes_nothing(peer, store, prefix):
     assert changed.created is True and changed.version != first.version
     assert [m.version for m in store.versions(ASSET, PARTITION)] == [first.version, changed.version]
     assert {k: v for k, v in peer.keys(prefix + "/").items() if k in published} == published
+
+
+def observe_writes(fs: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """(method, key) of every write the store makes through ``fs``: observed and passed on unchanged
+    to the real server."""
+    seen: list[tuple[str, str]] = []
+    where = {"put_file": 1, "pipe_file": 0, "copy": 1, "cp_file": 1, "open": 0}
+
+    def wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            mode = kwargs.get("mode", args[1] if name == "open" and len(args) > 1 else "rb")
+            if name != "open" or any(c in mode for c in "wax"):
+                seen.append((name, str(args[where[name]]).split("/", 1)[1]))
+            return real(*args, **kwargs)
+        return call
+
+    for name in where:
+        monkeypatch.setattr(fs, name, wrap(name, getattr(fs, name)))
+    return seen
+
+
+def test_a_second_version_uploads_only_its_new_parts(peer, prefix, uploads, monkeypatch, caplog):
+    """Parts are uploaded straight to their content key, and only those not stored yet: nothing is
+    staged in the bucket, nothing copied server-side (S3: also counted in moto's own request log)."""
+    caplog.set_level(logging.INFO, logger="werkzeug")  # moto's server logs each request it answers
+    store = SnapshotStore(peer.url(prefix), storage_options=peer.storage_options, upload_tmp_dir=str(uploads),
+                          settings=WriterSettings(row_group_rows=1000, part_rows=8000, part_min_rows=200,
+                                                  part_boundary_modulus=500))
+    writes = observe_writes(store.root.fs, monkeypatch)
+
+    def part_writes() -> list[str]:
+        assert not [k for _, k in writes if "/.staging/" in k]
+        assert {m for m, k in writes if "/parts/" in k} <= {"put_file"}  # an upload, never a copy
+        return sorted(k for _, k in writes if "/parts/" in k)
+
+    def s3_requests(method: str, folder: str) -> int:
+        return sum(f'"{method} /{BUCKET}/{prefix}/{folder}/' in r.getMessage() for r in caplog.records)
+
+    first = publish(store, make_table(5000)).manifest
+    assert part_writes() == sorted(f"{prefix}/{f.path}" for f in first.files)
+    stored = peer.keys(prefix + "/parts/")
+    writes.clear()
+    caplog.clear()
+
+    second = publish(store, make_table(5100)).manifest  # 100 rows more at the end: most parts shared
+    new = sorted({f.path for f in second.files} - {f.path for f in first.files})
+    assert new and len(new) < len(second.files) / 2, (new, second.files)
+    assert part_writes() == [f"{prefix}/{p}" for p in new]
+    assert {k: v for k, v in peer.keys(prefix + "/parts/").items() if k in stored} == stored  # none rewritten
+    if peer.name == "s3":
+        assert s3_requests("PUT", "parts") == len(new)
+        assert s3_requests("PUT", ".staging") == s3_requests("POST", "parts") == 0
+    assert_nothing_in_flight(peer, prefix, uploads)
+    for m in (first, second):
+        assert store.verify_version(store.read_manifest(ASSET, PARTITION, m.version)) == []
+
+
+def test_upload_exclusive_creates_a_large_object_once(peer, prefix, tmp_path):
+    """The create-if-absent upload itself, with a file large enough for the backend's upload in pieces
+    (S3 multipart with 5 MiB blocks, GCS resumable above 5 MiB): one object, whole; a second upload
+    to the key is refused and leaves it as it was; overwrite replaces it."""
+    options = dict(peer.storage_options)
+    if peer.name == "s3":
+        options["default_block_size"] = 5 * 2**20
+    fs = SnapshotStore(peer.url(prefix), storage_options=options).root.fs
+    big, other = tmp_path / "big", tmp_path / "other"
+    big.write_bytes(os.urandom(11 * 2**20 + 7))
+    other.write_bytes(b"other bytes")
+    key = f"{prefix}/parts/ab/big.parquet"
+    assert backends.upload_exclusive(fs, str(big), f"{peer.bucket}/{key}") is True
+    assert peer.get(key) == big.read_bytes()
+    identity = peer.keys(key)
+    assert backends.upload_exclusive(fs, str(other), f"{peer.bucket}/{key}") is False
+    assert peer.keys(key) == identity and peer.get(key) == big.read_bytes()
+    assert backends.upload_exclusive(fs, str(other), f"{peer.bucket}/{key}", overwrite=True) is True
+    assert peer.get(key) == b"other bytes"
+    if peer.name == "s3":
+        assert peer.extra["client"].list_multipart_uploads(Bucket=BUCKET, Prefix=prefix + "/").get("Uploads", []) == []
 
 
 def test_concurrent_publishers_of_one_version_one_wins(peer, prefix, monkeypatch):
@@ -552,7 +646,13 @@ def test_a_missing_part_is_reported(peer, store, prefix):
 # ------------------------------------------------------------------ failures leave no version
 
 
-def test_a_source_failing_mid_snapshot_leaves_nothing(peer, store, prefix):
+def test_a_source_failing_mid_snapshot_leaves_no_version(peer, store, prefix, uploads):
+    """The parts uploaded before the failure stay, invisible (no manifest names them, no intent):
+    the next publisher of those rows reuses them, gc sweeps them once stale."""
+    import datetime as dt
+
+    from snapshot_platform.store.gc import collect_garbage
+
     def failing() -> Iterator[pa.RecordBatch]:
         yield from make_table(5000).to_batches(max_chunksize=1000)
         raise ConnectionError("source went away")
@@ -560,7 +660,57 @@ def test_a_source_failing_mid_snapshot_leaves_nothing(peer, store, prefix):
     with pytest.raises(ConnectionError):
         store.publish(ASSET, PARTITION, SCHEMA, failing(), manifest_fields())
     assert store.versions(ASSET, PARTITION) == []
-    assert peer.keys(prefix + "/") == {}  # staged parts removed, nothing published
+    left = peer.keys(prefix + "/")
+    assert left and all(k.startswith(prefix + "/parts/") for k in left)
+    assert_nothing_in_flight(peer, prefix, uploads)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
+    found = collect_garbage(store, dt.timedelta(hours=1), now=later)
+    assert {(f.kind, f.removed) for f in found} == {("unreferenced_part", True)}
+    assert peer.keys(prefix + "/") == {}
+
+
+def test_a_refused_write_fails_in_one_line_naming_where(peer, prefix, uploads):
+    """The server refuses the publish's first write (its bucket does not exist): one line naming the
+    cause and where; the temporary file is gone."""
+    from snapshot_platform.store import StorageWriteError
+
+    missing = f"{peer.scheme}://no-such-bucket-{uuid.uuid4().hex[:8]}/{prefix}"
+    store = SnapshotStore(missing, settings=SMALL, storage_options=peer.storage_options, upload_tmp_dir=str(uploads))
+    with pytest.raises(StorageWriteError) as caught:
+        publish(store, make_table(100))
+    message = str(caught.value)
+    assert "\n" not in message and message.endswith(f" writing {missing}/.intents"), message
+    assert list(uploads.iterdir()) == []
+
+
+def test_a_refused_part_upload_fails_in_one_line_naming_the_part(azurite, prefix, uploads, monkeypatch):
+    """Azure: a damaged part (another size than its name says) held under a lease; the publish that
+    needs the part replaces it, and Azurite refuses (412 LeaseIdMissing): one line naming the part,
+    no version, nothing in flight left behind, the leased object untouched."""
+    from azure.storage.blob import BlobServiceClient
+
+    from snapshot_platform.store import StorageWriteError
+
+    for k, v in azurite.env.items():
+        monkeypatch.setenv(k, v)
+    store = SnapshotStore(azurite.url(prefix), settings=SMALL, storage_options=azurite.storage_options,
+                          upload_tmp_dir=str(uploads))
+    first = publish(store, make_table(100))
+    part = f"{prefix}/{first.manifest.files[0].path}"
+    azurite.put(part, b"truncated")
+    container = BlobServiceClient.from_connection_string(azurite.env["AZURE_STORAGE_CONNECTION_STRING"]) \
+        .get_container_client(BUCKET)
+    lease = container.get_blob_client(part).acquire_lease(lease_duration=-1)
+    try:
+        with pytest.raises(StorageWriteError) as caught:
+            publish(store, make_table(100), code_version="again")
+        message = str(caught.value)
+        assert "\n" not in message and message.endswith(f" writing az://{BUCKET}/{part}"), message
+        assert azurite.get(part) == b"truncated"
+        assert_nothing_in_flight(azurite, prefix, uploads)
+    finally:
+        lease.release()
+        fsspec.get_filesystem_class("az").clear_instance_cache()
 
 
 def test_dying_between_the_parts_and_the_manifest_leaves_no_version(peer, store, prefix, monkeypatch):
@@ -632,9 +782,11 @@ def test_a_version_published_again_while_gc_deletes_it_stays(peer, store, prefix
     assert not [k for k in peer.keys(prefix + "/") if "/fingerprints/" in k]
 
 
-def test_gc_removes_stale_staging_and_keeps_every_published_object(peer, store, prefix, monkeypatch):
+def test_gc_removes_stale_intents_and_their_parts_and_keeps_every_published_object(peer, store, prefix,
+                                                                                    monkeypatch):
     import datetime as dt
 
+    from snapshot_platform.store import retention
     from snapshot_platform.store.gc import collect_garbage
 
     kept = publish(store, make_table(3000, salt="kept"))
@@ -643,26 +795,27 @@ def test_gc_removes_stale_staging_and_keeps_every_published_object(peer, store, 
         yield from make_table(5000).to_batches(max_chunksize=1000)
         raise ConnectionError("source went away")
 
-    with monkeypatch.context() as m:  # a writer that died before it could clean up its staging
-        m.setattr(SnapshotStore, "_remove", lambda self, p, quiet=True: None)
+    with monkeypatch.context() as m:  # a writer that died before it could remove its intents
+        m.setattr(retention, "remove_intents", lambda store, intents: None)
         with pytest.raises(ConnectionError):
             store.publish(ASSET, PARTITION, SCHEMA, failing(), manifest_fields())
         m.setattr(backends, "create_exclusive", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
         with pytest.raises(SystemExit):  # and one that died between its parts and its manifest
             publish(store, make_table(4000, salt="torn"))
-    staged = {k for k in peer.keys(prefix + "/") if "/.staging/" in k}
-    assert staged, "the failed writer left staged parts"
-    published = {k: v for k, v in peer.keys(prefix + "/").items() if "/.staging/" not in k}
+    intents = {k for k in peer.keys(prefix + "/") if "/.intents/" in k}
+    assert len(intents) >= 2, "the dead writers left their intents (one per part)"
+    assert not [k for k in peer.keys(prefix + "/") if "/.staging/" in k]  # nothing staged in the bucket
+    published = {k: v for k, v in peer.keys(prefix + "/").items() if "/.intents/" not in k}
 
     found = collect_garbage(store, dt.timedelta(hours=1))  # everything is young: nothing removed
-    assert sorted(f.kind for f in found) == ["staging", "staging"], found
-    assert not any(f.removed for f in found) and staged <= set(peer.keys(prefix + "/"))
+    assert {f.kind for f in found} == {"intent"} and len(found) == len(intents), found
+    assert not any(f.removed for f in found) and intents <= set(peer.keys(prefix + "/"))
 
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
     found = collect_garbage(store, dt.timedelta(hours=1), now=later)
-    assert {(f.kind, f.removed) for f in found} == {("staging", True), ("unreferenced_part", True)}
+    assert {(f.kind, f.removed) for f in found} == {("intent", True), ("unreferenced_part", True)}
     torn = {f"{prefix}/parts/{f.uri.rsplit('/', 1)[1][:2]}/{f.uri.rsplit('/', 1)[1]}"
-            for f in found if f.kind == "unreferenced_part"}  # the torn publisher's parts: no manifest names them
+            for f in found if f.kind == "unreferenced_part"}  # the dead publishers' parts: no manifest names them
     assert torn and not torn & {f"{prefix}/{f.path}" for f in kept.manifest.files}
     assert peer.keys(prefix + "/") == {k: v for k, v in published.items() if k not in torn}
     assert [m.version for m in store.versions(ASSET, PARTITION)] == [kept.version]
@@ -671,55 +824,84 @@ def test_gc_removes_stale_staging_and_keeps_every_published_object(peer, store, 
 
 KILLED_PUBLISHER = textwrap.dedent(
     """
-    import json, os, signal, sys
+    import builtins, json, os, signal, sys
     import pyarrow as pa
     from snapshot_platform.store import SnapshotStore, WriterSettings
 
-    url, options, fields = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-    rows, width, kill_after = 16384, 64, 24 * 2**20
+    url, options, fields, tmp, kill_at = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    rows, width, total = 16384, 64, 24 * 2**20
     schema = pa.schema([("id", pa.int64()), ("blob", pa.binary(width))])
-    # one growing part of incompressible rows: uploaded in blocks (S3 multipart, GCS resumable,
-    # Azure staged blocks) while it is written; SIGKILL lands in the middle of that upload
+    # one part of incompressible rows, written to a local temporary file, then uploaded in pieces
+    # where the backend does (S3 multipart in 5 MiB blocks, one at a time; GCS resumable): SIGKILL
+    # lands when the upload reads the file for the kill_at-th time, i.e. in the middle of the upload
     store = SnapshotStore(url, settings=WriterSettings(row_group_rows=rows, part_rows=10**9, part_min_rows=10**9),
-                          storage_options=options)
+                          storage_options=options, upload_tmp_dir=tmp)
+    real_open, reads = builtins.open, [0]
+
+    class Killing:
+        def __init__(self, f):
+            self._f = f
+        def read(self, *args):
+            reads[0] += 1
+            if reads[0] >= kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return self._f.read(*args)
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+        def __iter__(self):
+            return iter(self._f)
+        def __enter__(self):
+            return self
+        def __exit__(self, *exc):
+            self._f.close()
+
+    def observed_open(file, mode="r", *args, **kwargs):  # passes every call on; counts the upload's reads
+        f = real_open(file, mode, *args, **kwargs)
+        return Killing(f) if str(file).startswith("/proc/self/fd/") and "r" in mode else f
+
+    builtins.open = observed_open
 
     def batches():
-        sent = 0
-        while True:
+        for start in range(0, total // width, rows):
             blob = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), rows,
                                                        [None, pa.py_buffer(os.urandom(rows * width))])
-            yield pa.record_batch([pa.array(range(sent, sent + rows), pa.int64()), blob], schema=schema)
-            sent += rows
-            if sent * width > kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
+            yield pa.record_batch([pa.array(range(start, start + rows), pa.int64()), blob], schema=schema)
 
     store.publish("blobs", "2024-01-01", schema, batches(), fields)
+    print("not killed: the upload never read the part", file=sys.stderr)
     """
 )
 
 
-def test_a_publisher_killed_mid_upload_leaves_no_visible_object(peer, prefix):
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the temporary part is read through /proc/self/fd")
+def test_a_publisher_killed_mid_upload_leaves_no_visible_object(peer, prefix, uploads):
     options = dict(peer.storage_options)
-    if peer.name == "s3":
-        options["default_block_size"] = 5 * 2**20  # the S3 minimum part size: several parts in flight
+    kill_at = 1
+    if peer.name == "s3":  # the S3 minimum part size, one part at a time: killed after the first part
+        options.update(default_block_size=5 * 2**20, max_concurrency=1)
+        kill_at = 2
     env = {**os.environ, **{k: v for k, v in peer.env.items() if not k.startswith("SP_TEST_")}}
     done = subprocess.run(
         [sys.executable, "-c", KILLED_PUBLISHER, peer.url(prefix), json.dumps(options),
-         json.dumps(manifest_fields())],
+         json.dumps(manifest_fields()), str(uploads), str(kill_at)],
         env=env, capture_output=True, text=True, timeout=180,
     )
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
 
     store = SnapshotStore(peer.url(prefix), storage_options=peer.storage_options)
     assert store.versions("blobs", "2024-01-01") == []
-    assert peer.keys(prefix + "/") == {}  # not even a partial staged part is visible
+    [intent] = peer.keys(prefix + "/")  # not even a partial part is visible: only the part's intent
+    assert intent.startswith(f"{prefix}/.intents/"), intent
+    assert list(uploads.iterdir()) == []  # the temporary part had no name: gone with the process
     if peer.name == "s3":
         # the upload really was under way: S3 holds it as an incomplete multipart upload, which is
         # invisible and billed until aborted (docs/storage.md: the lifecycle rule that aborts them)
         client = peer.extra["client"]
-        uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix + "/").get("Uploads", [])
-        assert [u["Key"].split("/")[1] for u in uploads] == [".staging"]
-        for u in uploads:
+        uploads_s3 = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix + "/").get("Uploads", [])
+        assert [u["Key"].split("/")[1] for u in uploads_s3] == ["parts"]
+        assert client.list_parts(Bucket=BUCKET, Key=uploads_s3[0]["Key"],
+                                 UploadId=uploads_s3[0]["UploadId"]).get("Parts")  # a block was sent
+        for u in uploads_s3:
             client.abort_multipart_upload(Bucket=BUCKET, Key=u["Key"], UploadId=u["UploadId"])
 
 
