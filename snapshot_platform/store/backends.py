@@ -1,10 +1,10 @@
 """What publishing needs from an object store, spelled out per fsspec backend.
 
-On local disk the store publishes with a rename and a hard link (``store.py``). On object stores a
-version is published by copying its staged parts into the version folder, then creating
-``manifest.json`` *only if no object exists under that key*: the one write that makes the version
-visible, and the one that decides a race between two publishers of the same version. Every backend
-spells that conditional create differently:
+On local disk the store publishes with hard links (``publish.py``). On object stores a version is
+published by uploading its parts that are not stored yet (:func:`upload_exclusive`, create-if-absent,
+store/upload.py), then creating ``manifest.json`` *only if no object exists under that key*: the one
+write that makes the version visible, and the one that decides a race between two publishers of the
+same version. Every backend spells that conditional create differently:
 
 ===============  ==========  ===================================================  ==========================
 protocol         library     exclusive create                                     the loser gets
@@ -20,9 +20,10 @@ S3 answers 409 ConditionalRequestConflict while a competing conditional write to
 flight; that is retried, and the retry then gets 412. Any other protocol is refused: a store that
 cannot create the manifest exclusively cannot keep versions write-once (docs/architecture.md, "The publish protocol").
 
-Copies are complete when :func:`copy_object` returns: S3 CopyObject and GCS rewrite (looped until
-done) are synchronous already; an Azure Copy Blob may be accepted as ``pending``, so it is polled to
-``success``. Deleting the staged source while a copy is pending would break the copy.
+Copies (retention moving a part aside and back) are complete when :func:`copy_object` returns: S3
+CopyObject and GCS rewrite (looped until done) are synchronous already; an Azure Copy Blob may be
+accepted as ``pending``, so it is polled to ``success``. Deleting the source while a copy is pending
+would break the copy.
 
 Everything here takes the fsspec filesystem and a protocol-less path (``bucket/key``), as fsspec does.
 """

@@ -30,9 +30,12 @@ folder) as above; its parts go afterwards, in one sweep over the root (:func:`sw
 those no manifest references any more. The race: a publish may find a part present, skip writing
 it, and create its manifest just after gc decided the part was unreferenced. So:
 
-- a publish first writes an *intent* ``<root>/.intents/<uuid>.json`` listing every part it will
-  reference, then places the parts that are absent (create-if-absent), checks that its intent
-  still exists, creates its manifest, and deletes the intent last (store/publish.py);
+- a publish writes an *intent* ``<root>/.intents/<uuid>.json`` listing a part *before* it looks
+  whether that part is stored: on local disk one intent listing every part, written once they are
+  staged (store/publish.py); on object stores one intent per part, written as the part's local
+  file closes and before its lookup and upload (store/upload.py). It places the parts that are
+  absent (create-if-absent), checks that each of its intents still exists, creates its manifest,
+  and deletes its intents last;
 - the sweep lists the parts and every manifest, and takes as candidates the parts no manifest
   references, no intent lists, and not written within the grace period; it moves each candidate
   *aside* (under ``.staging/``: locally one rename, on object stores a copy and a delete), so that
@@ -42,10 +45,13 @@ it, and create its manifest just after gc decided the part was unreferenced. So:
 
 Why no publish can end up referencing a deleted part: take a publish whose manifest references a
 part P that the sweep deleted. P was not in an intent when the sweep read them (at time r), nor in a
-manifest listed after r. If the publish wrote its intent after r, it checked for P after P was
-moved aside, found it absent and placed its own copy. If before r, the intent was still there at r
-(the publish deletes it only after creating its manifest, and that manifest was not yet there when
-the listing after r started). Either case contradicts the deletion. A publisher that crashes leaves
+manifest listed after r. Take the intent naming P (the one listing every part, or P's own): if the
+publish wrote it after r, it looked for P after that, so after P was moved aside, found it absent
+and placed its own copy. If before r, that intent was still there at r (intents are written once,
+never rewritten, and deleted only after the manifest is created, which was not yet there when the
+listing after r started; one gc removed as stale is never written again, and the check before the
+manifest finds it gone). Either case contradicts the deletion. Per-part intents keep this per part:
+what matters for P is only that its intent exists from before P's lookup until the manifest. A publisher that crashes leaves
 its intent, which protects its parts until ``snapshot-platform gc`` removes intents idle for longer
 than ``--older-than``; a publish whose intent was removed so (stalled that long) fails before its
 manifest. While a part is aside, a version published during the sweep that reuses it reads it as
