@@ -512,16 +512,18 @@ def test_upload_exclusive_creates_a_large_object_once(peer, prefix, tmp_path):
     if peer.name == "s3":
         options["default_block_size"] = 5 * 2**20
     fs = SnapshotStore(peer.url(prefix), storage_options=options).root.fs
-    big, other = tmp_path / "big", tmp_path / "other"
+    big, late, small = tmp_path / "big", tmp_path / "late", tmp_path / "small"
     big.write_bytes(os.urandom(11 * 2**20 + 7))
-    other.write_bytes(b"other bytes")
+    late.write_bytes(os.urandom(11 * 2**20 + 7))
+    small.write_bytes(b"other bytes")
     key = f"{prefix}/parts/ab/big.parquet"
     assert backends.upload_exclusive(fs, str(big), f"{peer.bucket}/{key}") is True
     assert peer.get(key) == big.read_bytes()
     identity = peer.keys(key)
-    assert backends.upload_exclusive(fs, str(other), f"{peer.bucket}/{key}") is False
-    assert peer.keys(key) == identity and peer.get(key) == big.read_bytes()
-    assert backends.upload_exclusive(fs, str(other), f"{peer.bucket}/{key}", overwrite=True) is True
+    for other in (late, small):  # refused in pieces (S3: at CompleteMultipartUpload) and whole
+        assert backends.upload_exclusive(fs, str(other), f"{peer.bucket}/{key}") is False
+        assert peer.keys(key) == identity and peer.get(key) == big.read_bytes()
+    assert backends.upload_exclusive(fs, str(small), f"{peer.bucket}/{key}", overwrite=True) is True
     assert peer.get(key) == b"other bytes"
     if peer.name == "s3":
         assert peer.extra["client"].list_multipart_uploads(Bucket=BUCKET, Prefix=prefix + "/").get("Uploads", []) == []
