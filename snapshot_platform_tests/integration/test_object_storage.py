@@ -760,6 +760,66 @@ def test_retention_sweeps_only_parts_no_manifest_references(peer, prefix):
     assert store.verify_version(store.read_manifest(ASSET, PARTITION, new.version)) == []
 
 
+@pytest.mark.parametrize("publish_first", [True, False], ids=["publish-then-sweep", "sweep-then-publish"])
+def test_a_publish_reusing_parts_while_gc_sweeps_them_keeps_them(peer, store, prefix, uploads, monkeypatch,
+                                                                  publish_first):
+    """The race of shared parts on object stores, where each part's intent is written as the part
+    closes. Another partition gets the rows of a version gc deletes, so it reuses its parts.
+    publish-then-sweep: the publish found every part stored (nothing uploaded) and is held before
+    its manifest while gc deletes the version and sweeps: its intents keep every part.
+    sweep-then-publish: gc is held with the parts moved aside while the publish runs whole: it finds
+    them absent and uploads its own; gc's second look sees its manifest and deletes nothing."""
+    import datetime as dt
+
+    from snapshot_platform.store import publish as publish_module
+    from snapshot_platform.store import retention
+
+    old = publish(store, make_table(3000, salt="old")).manifest
+    publish(store, make_table(3000, salt="new"))
+    table = make_table(3000, salt="old")
+    held, release = threading.Event(), threading.Event()
+    writes = observe_writes(store.root.fs, monkeypatch)
+
+    def hold(name: str) -> None:
+        held.set()
+        assert release.wait(60)
+
+    def publish_again() -> Any:
+        return store.publish(ASSET, "2024-01-02", SCHEMA, table.to_batches(max_chunksize=700), manifest_fields())
+
+    def gc() -> Any:
+        return retention.apply_retention(store, 1, None, set(), grace=dt.timedelta(0))
+
+    result: dict[str, Any] = {}
+    old_parts = sorted(f"{prefix}/{f.path}" for f in old.files)
+    if publish_first:
+        monkeypatch.setattr(publish_module, "_step", lambda name: hold(name) if name == "parts_placed" else None)
+        racer = threading.Thread(target=lambda: result.update(again=publish_again()))
+        racer.start()
+        assert held.wait(60)  # every part of old found stored, the manifest not yet written
+        assert not [k for _, k in writes if "/parts/" in k]  # so none was uploaded
+        done = gc()
+        assert done.items[0].deleted and done.sweep.parts == ()  # the intents kept every part
+        release.set()
+        racer.join(60)
+    else:
+        monkeypatch.setattr(retention, "_sweep_step", hold)
+        sweeper = threading.Thread(target=lambda: result.update(done=gc()))
+        sweeper.start()
+        assert held.wait(60)  # old's manifest deleted, its parts moved aside
+        assert not set(old_parts) & set(peer.keys(prefix + "/parts/"))
+        writes.clear()
+        result["again"] = publish_again()
+        assert sorted(k for m, k in writes if m == "put_file" and "/parts/" in k) == old_parts  # uploaded anew
+        release.set()
+        sweeper.join(60)
+        assert result["done"].sweep.parts == ()  # gc saw the new manifest and deleted nothing
+    again = result["again"]
+    assert again.created and again.version == old.version
+    assert store.verify_version(store.read_manifest(ASSET, "2024-01-02", again.version)) == []
+    assert_nothing_in_flight(peer, prefix, uploads)
+
+
 def test_a_version_published_again_while_gc_deletes_it_stays(peer, store, prefix, monkeypatch):
     """gc has deleted an old version's manifest when a publish of the same rows places it again: gc
     deletes the folder's fingerprints by name, never the manifest key, and keeps the version."""
