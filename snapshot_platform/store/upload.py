@@ -65,11 +65,14 @@ class PartUploader:
         return self._file[0]
 
     def _where(self, name: str) -> str:
-        shown = self._file[2] if self._file is not None else "a temporary file"
+        if self._file is not None:
+            shown = self._file[2]
+        else:  # it could not be created
+            shown = os.path.join(self.store.upload_tmp_dir or tempfile.gettempdir(), f"{TMP_PREFIX}*.parquet")
         return f"{shown} ({name} for {self.store.uri(self.store.root)})"
 
     def _upload(self, part: WrittenPart, raw: BinaryIO) -> None:
-        assert self._file is not None and raw is self._file[0]
+        assert self._file is not None
         try:
             self.intents.append(self._announce(part.sha256))
             dst = self.store.root / mf.part_path(part.sha256)

@@ -1002,6 +1002,19 @@ def test_memory_filesystem_publishes_write_once() -> None:
     assert store.root.fs.find(f"{store.root.path}/.staging") == []
 
 
+def test_a_missing_upload_folder_fails_in_one_line_naming_it(tmp_path) -> None:
+    from snapshot_platform.store import StorageWriteError
+
+    missing = tmp_path / "no-such-folder"
+    store = SnapshotStore(f"memory://sp-{uuid.uuid4().hex[:8]}", settings=SMALL, upload_tmp_dir=str(missing))
+    with pytest.raises(StorageWriteError) as caught:
+        publish(store, make_table(100))
+    message = str(caught.value)
+    assert message.startswith("No such file or directory (ENOENT) writing ") and "\n" not in message, message
+    assert f" writing {missing}/snapshot-part-*.parquet (part-00000.parquet for memory://" in message, message
+    assert store.root.fs.find(store.root.path) == []
+
+
 # ------------------------------------------------------------------ through Dagster
 
 
