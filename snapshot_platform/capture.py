@@ -11,6 +11,7 @@ duplicate nor skip rows. Any other error fails at once.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.metadata
@@ -26,7 +27,7 @@ from snapshot_platform import __version__
 from snapshot_platform.catalog import SnapshotSpec
 from snapshot_platform.checks import CheckRun, History, run_checks
 from snapshot_platform.drift import build_reference, trailing_manifests
-from snapshot_platform.sources import Source, SourceError, SourceRead, Window
+from snapshot_platform.sources import REGISTRY, Source, SourceError, SourceRead, Window
 from snapshot_platform.sources.base import state_time
 from snapshot_platform.store import fingerprints
 from snapshot_platform.store import CheckOutcome, PublishResult, SnapshotStore, schema_to_json, sha256_text
@@ -106,7 +107,9 @@ class LateReadError(SourceError):
 def as_of_fields(spec: SnapshotSpec, read: SourceRead, window: Window, name: str, partition_key: str,
                  accept_late: bool) -> dict[str, Any]:
     """``as_of``, ``read_at``, ``late`` of a ``mode: as_of`` read; refuses a read taken more than
-    ``max_lag`` after the partition's end (the engine cannot read the past) unless ``accept_late``."""
+    ``max_lag`` after the partition's end (the engine cannot read the past) unless ``accept_late``.
+    A read pinned to the partition's end by time travel (:func:`as_of_pin`) records that end as its
+    time: it is never late."""
     read_at = read.read_at or state_time(read.state) or dt.datetime.now(dt.timezone.utc)
     read_at = read_at.astimezone(dt.timezone.utc)
     end = window.end.astimezone(dt.timezone.utc)
@@ -127,6 +130,28 @@ def as_of_fields(spec: SnapshotSpec, read: SourceRead, window: Window, name: str
             "accept_late: true (the asset's run config) to publish it marked late: true",
             code="late_read")
     return {"as_of": end.isoformat(), "read_at": read_at.isoformat(), "late": late}
+
+
+def as_of_pin(spec: SnapshotSpec, source: Source, window: Window) -> dict[str, Any]:
+    """``read()``'s ``pin_at``: a ``mode: as_of`` snapshot on an engine with time travel (registry
+    ``snapshot_time``) binds ``:snapshot_time`` to the partition's end, so an old partition's state
+    is read as it was then (the source refuses an end still in the future)."""
+    engine = REGISTRY.get(source.kind)
+    if spec.mode == "as_of" and engine is not None and engine.snapshot_time:
+        return {"pin_at": window.end.astimezone(dt.timezone.utc)}
+    return {}
+
+
+@contextlib.contextmanager
+def _naming_as_of(name: str, partition_key: str) -> Iterator[None]:
+    """A pinned as-of read the source refuses (its end not reached yet, or beyond time travel) as a
+    :class:`LateReadError` naming the snapshot and partition."""
+    try:
+        yield
+    except SourceError as exc:
+        if exc.code in ("as_of_not_reached", "beyond_time_travel") and not isinstance(exc, LateReadError):
+            raise LateReadError(f"snapshot {name}/{partition_key} (mode: as_of): {exc}", code=exc.code) from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -175,7 +200,8 @@ def take_snapshot(
     for attempt in range(1, attempts + 1):
         try:
             probe = {"probe": spec.change_probe.query} if spec.change_probe is not None else {}
-            with source.read(spec.query, window, spec.key, **probe) as read:
+            with _naming_as_of(name, partition_key), \
+                    source.read(spec.query, window, spec.key, **probe, **as_of_pin(spec, source, window)) as read:
                 fields: dict[str, Any] = {
                     "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
                     "query": spec.query,

@@ -165,6 +165,30 @@ def state_time(state: dict[str, Any]) -> dt.datetime | None:
     return None
 
 
+def refuse_future_pin(source: str, pin_at: dt.datetime, now: Any) -> None:
+    """A pinned read of ``pin_at`` is refused while the server's time ``now`` is before it: the state
+    as of that instant does not exist yet (code ``as_of_not_reached``, never transient)."""
+    if isinstance(now, dt.datetime) and now.tzinfo is None:
+        now = now.replace(tzinfo=dt.timezone.utc)
+    if not isinstance(now, dt.datetime) or now < pin_at:
+        raise SourceError(
+            f"source {source}: the database's time is {now.isoformat() if isinstance(now, dt.datetime) else now}, "
+            f"before the instant to read as of ({pin_at.astimezone(dt.timezone.utc).isoformat()}, the "
+            "partition's end): its state as of that end does not exist yet", code="as_of_not_reached")
+
+
+def beyond_time_travel(source: str, pin_at: dt.datetime, retention: str, detail: str) -> "SourceError":
+    """The one error for a pinned read the server refuses because ``pin_at`` is older than the
+    tables' time travel keeps (``retention`` names the engine's setting); never transient."""
+    return SourceError(
+        f"source {source}: the server cannot read the tables as of "
+        f"{pin_at.astimezone(dt.timezone.utc).isoformat()} (the partition's end): it is beyond their time "
+        f"travel retention ({retention}) ({detail}). That past state is gone: to snapshot this partition, "
+        "run it with a query without :snapshot_time and --accept-late (it publishes today's state, marked "
+        "late: true); to keep later partitions readable, raise the retention or snapshot each partition "
+        "soon after its end", code="beyond_time_travel")
+
+
 class SourceError(RuntimeError):
     """A read that failed. The text never holds a secret; ``transient`` says a retry may succeed."""
 
@@ -251,7 +275,10 @@ class Source(abc.ABC):
 
         Engines with ``supports_probe`` also take ``probe=`` (a change probe's query, bound like
         ``query``, run first in the same session: :attr:`SourceRead.fingerprint`); ``query`` None
-        then reads the probe alone (no batches)."""
+        then reads the probe alone (no batches).
+        Engines whose registry entry has ``snapshot_time`` also take ``pin_at=`` (an aware datetime,
+        a ``mode: as_of`` partition's end): a query that uses ``:snapshot_time`` then binds that
+        instant instead of the server's time, after :func:`refuse_future_pin`, and records it."""
 
     def fingerprint(self, probe: str, window: Window) -> dict[str, Any]:
         """The change probe's row over ``window`` now, in a session of its own."""

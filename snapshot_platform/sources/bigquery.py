@@ -12,7 +12,10 @@ One read:
 2. when the query writes ``FOR SYSTEM_TIME AS OF :snapshot_time`` after its tables, the source asks
    the server for ``CURRENT_TIMESTAMP()`` first and binds it as ``@snapshot_time``: every table is
    read as of that one instant (also on a re-run within the time-travel window), and the instant is
-   recorded as ``source_state.snapshot_time``. Without it a query still reads one consistent
+   recorded as ``source_state.snapshot_time``. A ``mode: as_of`` snapshot passes ``pin_at`` (the
+   partition's end): that is bound instead, once the server's time has passed it (refused before,
+   ``as_of_not_reached``; the server's time is ``source_state.server_time``), and an end beyond the
+   dataset's time travel fails once (``beyond_time_travel``). Without it a query still reads one consistent
    snapshot per table, as of the job's start, recorded as such with ``pinned: false``;
 3. a dry run first: a statement that is not a ``SELECT`` (DML, DDL, a script) is refused before it
    runs, and so is a query whose estimate exceeds ``maximum_bytes_billed``; the real job carries
@@ -47,7 +50,8 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from snapshot_platform.secrets import SecretMissingError, SecretOrLiteral, SecretRef, aws_refs, resolve
-from snapshot_platform.sources.base import Source, SourceError, SourceRead, SourceSpecBase, Window, ordered, redact
+from snapshot_platform.sources.base import (Source, SourceError, SourceRead, SourceSpecBase, Window, beyond_time_travel,
+                                            ordered, redact, refuse_future_pin)
 from snapshot_platform.sources.bigquery_types import arrow_type, kind_of, type_name
 from snapshot_platform.sources.exact import conform_exact
 from snapshot_platform.sources.sql import SNAPSHOT_TIME_PARAM, find_placeholders, rewrite
@@ -213,7 +217,8 @@ class BigQuerySource(Source):
     # ------------------------------------------------------------ the read
 
     @contextlib.contextmanager
-    def read(self, query: str, window: Window, key: list[str]) -> Iterator[SourceRead]:
+    def read(self, query: str, window: Window, key: list[str], pin_at: dt.datetime | None = None
+             ) -> Iterator[SourceRead]:
         import google.auth.exceptions
         from google.api_core import exceptions as gexc
         from google.api_core.retry import Retry
@@ -227,11 +232,12 @@ class BigQuerySource(Source):
         stage = "connect"
         refreshable = bool(aws_refs(self.spec.credentials_json))
         client = None
+        pinned = uses_snapshot_time(query)
+        server_time: dt.datetime | None = None
         try:
             for attempt in (0, 1):
                 client, storage = self._clients(refresh=attempt == 1)
                 try:
-                    pinned = uses_snapshot_time(query)
                     snapshot_time: dt.datetime | None = None
                     stage = "snapshot marker"
                     if pinned:
@@ -239,6 +245,9 @@ class BigQuerySource(Source):
                                            job_config=bigquery.QueryJobConfig(use_query_cache=False), job_retry=None)
                         snapshot_time = next(iter(job.result(timeout=self.spec.statement_timeout_s, retry=api_retry,
                                                              job_retry=None)))[0]
+                        if pin_at is not None:  # mode: as_of: the partition's end, if it has passed
+                            refuse_future_pin(self.name, pin_at, snapshot_time)
+                            server_time, snapshot_time = snapshot_time, pin_at.astimezone(dt.timezone.utc)
                     break
                 except (google.auth.exceptions.RefreshError, gexc.Unauthorized):
                     if attempt == 1 or not refreshable:
@@ -308,6 +317,7 @@ class BigQuerySource(Source):
                 "snapshot_time": (snapshot_time or started).astimezone(dt.timezone.utc).isoformat()
                 if (snapshot_time or started) else None,
                 "pinned": snapshot_time is not None,
+                **({"server_time": server_time.astimezone(dt.timezone.utc).isoformat()} if server_time else {}),
                 "total_bytes_processed": job.total_bytes_processed,
                 "total_bytes_billed": job.total_bytes_billed,
                 "cache_hit": job.cache_hit,
@@ -338,6 +348,10 @@ class BigQuerySource(Source):
         except SecretMissingError as exc:
             raise SourceError(f"source {self.name} ({stage}): {exc}") from None
         except failures as exc:
+            if server_time is not None and pin_at is not None and _beyond_time_travel(exc):
+                raise beyond_time_travel(
+                    self.name, pin_at, "the dataset's max_time_travel_hours: 7 days by default, 2 at least",
+                    f"{stage}: {redact(str(exc).strip().splitlines()[0], self._secrets())}") from None
             raise self._error(exc, stage) from None
         finally:
             if client is not None:
@@ -386,6 +400,14 @@ class BigQuerySource(Source):
         if snapshot_time is not None:
             params.append(bigquery.ScalarQueryParameter(SNAPSHOT_TIME_PARAM, "TIMESTAMP", snapshot_time))
         return params
+
+
+def _beyond_time_travel(exc: BaseException) -> bool:
+    """BigQuery's refusal of a ``FOR SYSTEM_TIME AS OF`` instant older than the table's time travel
+    window (``Invalid snapshot time ... Cannot read before ...``; the local emulator, DuckLake: ``No
+    snapshot found at timestamp ...``)."""
+    text = str(exc).lower()
+    return any(s in text for s in ("invalid snapshot time", "cannot read before", "no snapshot found at timestamp"))
 
 
 def _quote(name: str) -> str:

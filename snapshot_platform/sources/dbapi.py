@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -168,7 +169,8 @@ class DbapiSource(Source):
             yield opened.to_batch(chunk)
 
     @contextlib.contextmanager
-    def read(self, query: str | None, window: Window, key: list[str], probe: str | None = None) -> Iterator[SourceRead]:
+    def read(self, query: str | None, window: Window, key: list[str], probe: str | None = None,
+             pin_at: dt.datetime | None = None) -> Iterator[SourceRead]:
         if probe is not None and not self.supports_probe:
             raise SourceError(f"source {self.name}: a {self.kind} source does not run change probes")
         conn = self._connection()
@@ -176,7 +178,9 @@ class DbapiSource(Source):
         stage = Stage()
         try:
             cur = self._cursor(conn)
-            extra = {"probe": probe} if self.supports_probe else {}
+            extra: dict[str, Any] = {"probe": probe} if self.supports_probe else {}
+            if pin_at is not None:  # only engines with snapshot_time are given one; their _open takes it
+                extra["pin_at"] = pin_at
             opened = self._open(conn, cur, query, window, key, stage, **extra)  # type: ignore[arg-type]
             yield SourceRead(schema=opened.schema, batches=self._batches(opened), params=window.as_params(),
                              state=opened.state, source_types=opened.source_types, cancel=opened.cancel,

@@ -9,7 +9,9 @@ One session per read, with ``STATEMENT_TIMEOUT_IN_SECONDS`` (the server cancels 
 server-side (``qmark`` binding, typed ``TIMESTAMP_NTZ`` holding UTC, which the session's UTC time
 zone makes the same instant for every timestamp and date column). A query may pin its tables to the read's
 start with ``AT(TIMESTAMP => :snapshot_time::TIMESTAMP_LTZ)``: the source reads the server's
-``CURRENT_TIMESTAMP()`` first and binds it, and records it as ``source_state.snapshot_time``.
+``CURRENT_TIMESTAMP()`` first and binds it, and records it as ``source_state.snapshot_time``;
+a ``mode: as_of`` snapshot's ``pin_at`` (the partition's end) is bound instead once that time has
+passed it, and an end beyond the tables' retention (error 707) fails once (``beyond_time_travel``).
 The query id (``sfqid``) is recorded too: Snowflake keeps it in ``QUERY_HISTORY``, and its result
 can be fetched again for a day. Snowflake has no read-only session: give the source a role that
 can only SELECT (``role:``).
@@ -38,7 +40,8 @@ import pyarrow as pa
 from pydantic import ConfigDict, Field, model_validator
 
 from snapshot_platform.secrets import SecretOrLiteral, SecretRef, resolve
-from snapshot_platform.sources.base import SourceError, SourceSpecBase, Window, ordered, redact, refuse_privileged_role
+from snapshot_platform.sources.base import (SourceError, SourceSpecBase, Window, beyond_time_travel, ordered, redact,
+                                            refuse_future_pin, refuse_privileged_role)
 from snapshot_platform.sources.dbapi import DbapiSource, Opened, Stage
 from snapshot_platform.sources.exact import conform_exact
 from snapshot_platform.sources.sql import SNAPSHOT_TIME_PARAM, find_placeholders, rewrite
@@ -298,12 +301,17 @@ class SnowflakeSource(DbapiSource):
     def _secret_refs(self) -> list[Any]:
         return [self.spec.password, self.spec.private_key, self.spec.private_key_passphrase]
 
-    def _open(self, conn: Any, cur: Any, query: str, window: Window, key: list[str], stage: Stage) -> Opened:
+    def _open(self, conn: Any, cur: Any, query: str, window: Window, key: list[str], stage: Stage,
+              pin_at: dt.datetime | None = None) -> Opened:
         privileged = self._privileged_role(cur)
         stage.name = "snapshot marker"
         cur.execute("SELECT CURRENT_TIMESTAMP(), CURRENT_VERSION()")
         now, version = cur.fetchone()
         pinned = any(p.name == SNAPSHOT_TIME_PARAM for p in find_placeholders(query, backslash_escapes=True))
+        at = now  # the instant :snapshot_time binds: the read's start, or (mode: as_of) the partition's end
+        if pinned and pin_at is not None:
+            refuse_future_pin(self.name, pin_at, now)
+            at = pin_at.astimezone(dt.timezone.utc)
         stage.name = "query"
         sql, names = rewrite(ordered(query, key, quote=_quote), lambda _n, _i: "?", backslash_escapes=True)
         # bound server-side as TIMESTAMP_NTZ holding UTC wall time: with the session's TIMEZONE = UTC,
@@ -311,10 +319,17 @@ class SnowflakeSource(DbapiSource):
         values = {
             "partition_start": _utc_wall(window.start),
             "partition_end": _utc_wall(window.end),
-            SNAPSHOT_TIME_PARAM: _utc_wall(now),
+            SNAPSHOT_TIME_PARAM: _utc_wall(at),
         }
-        cur.execute(sql, [("TIMESTAMP_NTZ", values[n]) for n in names],
-                    timeout=int(self.spec.statement_timeout_s) + 5)
+        try:
+            cur.execute(sql, [("TIMESTAMP_NTZ", values[n]) for n in names],
+                        timeout=int(self.spec.statement_timeout_s) + 5)
+        except self._driver_errors() as exc:
+            if at is not now and _beyond_time_travel(exc):
+                raise beyond_time_travel(
+                    self.name, at, "the tables' DATA_RETENTION_TIME_IN_DAYS: 1 day by default, up to 90 on "
+                    "Enterprise Edition", self._error(exc, "query").args[0]) from None
+            raise
         source_types = {c.name: type_name(c.type_code, c.precision, c.scale) for c in cur.description}
         fields = []
         for c in cur.description:
@@ -331,8 +346,9 @@ class SnowflakeSource(DbapiSource):
             "engine": "snowflake",
             "query_id": cur.sfqid,
             "server_version": version,
-            "snapshot_time": now.astimezone(dt.timezone.utc).isoformat() if isinstance(now, dt.datetime) else str(now),
+            "snapshot_time": at.astimezone(dt.timezone.utc).isoformat() if isinstance(at, dt.datetime) else str(at),
             "pinned": pinned,
+            **({"server_time": now.astimezone(dt.timezone.utc).isoformat()} if at is not now else {}),
             **({"privileged_role": privileged} if privileged else {}),
         }
 
@@ -347,6 +363,12 @@ class SnowflakeSource(DbapiSource):
             state=state,
             source_types=source_types,
         )
+
+
+def _beyond_time_travel(exc: BaseException) -> bool:
+    """Snowflake's refusal of an ``AT(TIMESTAMP => ...)`` older than the table's retention (or its
+    creation): error 707, ``Time travel data is not available for table ...``."""
+    return getattr(exc, "errno", None) == 707 or "time travel data is not available" in str(exc).lower()
 
 
 def _utc_wall(t: Any) -> dt.datetime:
