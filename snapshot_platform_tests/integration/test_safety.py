@@ -422,6 +422,7 @@ def _two_runs(pg_database: str, platform_env: Any, write_catalog: Any, limit: in
             return gate.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'snapshot_platform'"
                 " AND query LIKE '%pg_advisory_xact_lock_shared%' AND pid <> pg_backend_pid()"
+                " AND datname = current_database()"  # not another test session's database
                 + (" AND wait_event_type = 'Lock' AND wait_event = 'advisory'" if waiting_on_gate else "")
             ).fetchone()[0]
 
