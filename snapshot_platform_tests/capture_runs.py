@@ -8,10 +8,14 @@ snapshot``) once and calls it. Not a test module: shared by the source, type and
 from __future__ import annotations
 
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
 
 from snapshot_platform import capture
 from snapshot_platform.catalog import Catalog
+from snapshot_platform.demo import source_db
 from snapshot_platform.orchestration.partitions import window_for
 from snapshot_platform.sources import Source, Window, make_source
 from snapshot_platform.store import SnapshotStore
@@ -34,3 +38,19 @@ def take_snapshot(
     source = source if source is not None else make_source(spec.source, catalog.sources[spec.source])
     return capture.take_snapshot(spec, source, window, store, name=name, partition_key=partition_key,
                                  dagster_run_id=dagster_run_id, sleep=sleep)
+
+
+# the demo source's customers of a partition's window (the generated SQLite file of make demo)
+DEMO_QUERY = ("SELECT customer_id, signup_date, churn_label FROM customers "
+              "WHERE signup_date >= date(:partition_start) AND signup_date < date(:partition_end)")
+
+
+def demo_catalog(base: Path, snapshots: dict[str, Any]) -> Path:
+    """``base/snapshots.yaml``: ``snapshots`` read from the source ``demo_db``, the demo's generated
+    SQLite file written to ``base/production.sqlite``."""
+    db = base / "production.sqlite"
+    source_db.create(db)
+    path = base / "snapshots.yaml"
+    path.write_text(yaml.safe_dump({"sources": {"demo_db": {"kind": "sqlite", "path": str(db)}},
+                                    "snapshots": snapshots}, sort_keys=False))
+    return path

@@ -10,32 +10,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from snapshot_platform.cli import main
-from snapshot_platform.demo import source_db
+from snapshot_platform_tests.capture_runs import DEMO_QUERY, demo_catalog
 
 NAME = "customer_data"
-QUERY = ("SELECT customer_id, signup_date, churn_label FROM customers "
-         "WHERE signup_date >= date(:partition_start) AND signup_date < date(:partition_end)")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("cli_usage")
-    db = base / "production.sqlite"
-    source_db.create(db)
-    catalog = base / "snapshots.yaml"
-    catalog.write_text(yaml.safe_dump({
-        "sources": {"demo_db": {"kind": "sqlite", "path": str(db)}},
-        "snapshots": {
-            NAME: {"source": "demo_db", "query": QUERY, "key": ["customer_id"],
-                   "partitions": {"cadence": "daily", "start": "2024-01-01", "end": "2024-01-08"}},
-            "orders": {"source": "demo_db", "query": QUERY, "key": ["customer_id"],
-                       "partitions": {"cadence": "daily", "start": "2024-01-01"}},
-        },
-    }, sort_keys=False))
+    catalog = demo_catalog(base, {
+        NAME: {"source": "demo_db", "query": DEMO_QUERY, "key": ["customer_id"],
+               "partitions": {"cadence": "daily", "start": "2024-01-01", "end": "2024-01-08"}},
+        "orders": {"source": "demo_db", "query": DEMO_QUERY, "key": ["customer_id"],
+                   "partitions": {"cadence": "daily", "start": "2024-01-01"}},
+    })
     args = ["--storage", str(base / "storage"), "--catalog", str(catalog)]
     res = CliRunner().invoke(main, [*args, "snapshot", NAME, "2024-01-01"])
     assert res.exit_code == 0, res.output

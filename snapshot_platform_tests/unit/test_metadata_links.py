@@ -8,32 +8,20 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-import yaml
 from dagster import MetadataValue
 
 from snapshot_platform.catalog import load_catalog
-from snapshot_platform.demo import source_db
 from snapshot_platform.orchestration.metadata import MLFLOW_UI_ENV, snapshot_metadata, training_metadata
 from snapshot_platform.store import SnapshotStore
 from snapshot_platform.training.mlflow_logging import LoggedRun
-from snapshot_platform_tests.capture_runs import take_snapshot
-
-QUERY = ("SELECT customer_id, signup_date, churn_label FROM customers "
-         "WHERE signup_date >= date(:partition_start) AND signup_date < date(:partition_end)")
-
+from snapshot_platform_tests.capture_runs import DEMO_QUERY, demo_catalog, take_snapshot
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
     base = tmp_path_factory.mktemp("metadata")
-    db = base / "production.sqlite"
-    source_db.create(db)
-    path = base / "snapshots.yaml"
-    path.write_text(yaml.safe_dump({
-        "sources": {"demo_db": {"kind": "sqlite", "path": str(db)}},
-        "snapshots": {"customer_data": {
-            "source": "demo_db", "query": QUERY, "key": ["customer_id"],
-            "partitions": {"cadence": "daily", "start": "2024-01-01", "end": "2024-01-08"}}},
-    }))
+    path = demo_catalog(base, {"customer_data": {
+        "source": "demo_db", "query": DEMO_QUERY, "key": ["customer_id"],
+        "partitions": {"cadence": "daily", "start": "2024-01-01", "end": "2024-01-08"}}})
     catalog, store = load_catalog(path), SnapshotStore(base / "storage")
     return store, [take_snapshot(catalog, "customer_data", day, store) for day in ("2024-01-01", "2024-01-02")]
 
