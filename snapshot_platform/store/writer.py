@@ -40,6 +40,34 @@ class WriterSettings:
     part_rows: int = 65_536  # at most: a part is cut here whatever its content
     part_min_rows: int = 2_048  # no content-defined boundary before this (no tiny files)
     part_boundary_modulus: int = 8_192
+    # Encodings, chosen for what a snapshot holds (benchmarks/README.md, "Parquet encoding"):
+    # dictionary pages only for text and binary columns (a dictionary of distinct numbers costs
+    # encoding time and, after zstd, bytes); min/max statistics only for the other columns (text
+    # min/max costs a comparison per value and rarely prunes); DECIMAL of precision <= 18 stored
+    # as INT32/INT64 (the Parquet spec's integer-backed decimal), not as fixed-length bytes.
+    dictionary: str = "text"  # "text": string/binary columns only; "all": pyarrow's default
+    statistics: str = "non-text"  # "non-text": every column but strings/binary; "all"
+    decimal_storage: str = "integer"  # "integer" up to precision 18; "fixed": fixed-length bytes
+
+    def parquet_options(self, schema: pa.Schema) -> dict[str, Any]:
+        """The ``pyarrow.parquet.ParquetWriter`` keyword arguments these settings give for ``schema``."""
+        text = [f.name for f in schema if _is_text(f.type)]
+        other = [f.name for f in schema if not _is_text(f.type)]
+        if self.dictionary not in ("text", "all"):
+            raise ValueError(f"WriterSettings.dictionary: expected 'text' or 'all', got {self.dictionary!r}")
+        if self.statistics not in ("non-text", "all"):
+            raise ValueError(f"WriterSettings.statistics: expected 'non-text' or 'all', got {self.statistics!r}")
+        if self.decimal_storage not in ("integer", "fixed"):
+            raise ValueError(
+                f"WriterSettings.decimal_storage: expected 'integer' or 'fixed', got {self.decimal_storage!r}")
+        return {
+            "compression": self.compression,
+            "compression_level": self.compression_level if self.compression in _LEVELLED else None,
+            # a list names the columns; an empty list means none
+            "use_dictionary": True if self.dictionary == "all" else (text or False),
+            "write_statistics": True if self.statistics == "all" else (other or False),
+            "store_decimal_as_integer": self.decimal_storage == "integer",
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,7 +79,16 @@ class WriterSettings:
             "part_boundaries": METHOD,
             "part_min_rows": self.part_min_rows,
             "part_boundary_modulus": self.part_boundary_modulus,
+            "dictionary": self.dictionary,
+            "statistics": self.statistics,
+            "decimal_storage": self.decimal_storage,
         }
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            or pa.types.is_string_view(t) or pa.types.is_binary_view(t))
 
 
 @dataclass
@@ -271,6 +308,7 @@ def write_parts(
     """
     out = WrittenData(schema=schema)
     state: dict[str, Any] = {"writer": None, "raw": None, "hf": None, "rows": 0}
+    options = settings.parquet_options(schema)
     cutter = PartCutter(boundary_columns(schema, key), settings.part_boundary_modulus,
                         settings.part_min_rows, settings.part_rows)
 
@@ -286,13 +324,7 @@ def write_parts(
         raw = open_part(name)
         state["raw"] = raw
         hf = _HashingFile(raw)
-        writer = pq.ParquetWriter(
-            hf,
-            schema,
-            compression=settings.compression,
-            compression_level=settings.compression_level if settings.compression in _LEVELLED else None,
-            write_statistics=True,
-        )
+        writer = pq.ParquetWriter(hf, schema, **options)
         state.update(writer=writer, raw=raw, hf=hf, rows=0, name=name)
 
     def finish_part() -> None:

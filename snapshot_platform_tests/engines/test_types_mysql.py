@@ -27,7 +27,7 @@ import pytest
 from snapshot_platform.catalog import Catalog, parse_catalog
 from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
-from snapshot_platform.store import SnapshotStore
+from snapshot_platform.store import SnapshotStore, WriterSettings
 from snapshot_platform_tests.conftest import MYSQL_HOST, MYSQL_PORT, MYSQL_USER, missing_peer
 
 UTC = dt.timezone.utc
@@ -384,8 +384,13 @@ SIMPLE = (
 
 def test_exact_types_keep_their_version_id(mysql_database: str, tmp_path: Path) -> None:
     """Columns that were already exact keep their Arrow types and bytes: the same version id as
-    before the FLOAT fix and the recorded database types (computed with the source of commit 1425f2d)."""
+    before the FLOAT fix and the recorded database types (computed with the source of commit 1425f2d,
+    under the writer settings of that time); under today's defaults, a pinned id of its own."""
     sql(mysql_database, *SIMPLE)
-    store = SnapshotStore(tmp_path / "storage")
+    store = SnapshotStore(tmp_path / "storage",
+                          settings=WriterSettings(dictionary="all", statistics="all", decimal_storage="fixed"))
     outcome = take_snapshot(make_catalog(mysql_database, "SELECT * FROM simple"), "snap", DAY, store)
     assert outcome.result.manifest.version == "bcdd79b503dc78b4c3c2"
+    today = take_snapshot(make_catalog(mysql_database, "SELECT * FROM simple"), "snap", DAY,
+                          SnapshotStore(tmp_path / "today"))
+    assert today.result.manifest.version == "9a8779b6714ee92e4db3"

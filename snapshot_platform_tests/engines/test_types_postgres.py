@@ -25,7 +25,7 @@ import pytest
 from snapshot_platform.catalog import Catalog, parse_catalog
 from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
-from snapshot_platform.store import SnapshotStore
+from snapshot_platform.store import SnapshotStore, WriterSettings
 from snapshot_platform_tests.conftest import reader_url
 from snapshot_platform_tests.pg_text import mismatches, server_text
 
@@ -298,13 +298,25 @@ PIN_SETUP = [
     " '{}', 'sad')",
 ]
 # computed with the source as it was before the exact-types change (commit 1425f2d), same pyarrow and
-# writer settings: the types that were already exact keep their Arrow types and Parquet bytes
+# writer settings (those of that time: dictionary pages and statistics for every column, decimals as
+# fixed-length bytes): the types that were already exact keep their Arrow types and Parquet bytes
 PINNED_VERSION = "dba94d472d98997c5f88"
+EARLIER_WRITER = WriterSettings(dictionary="all", statistics="all", decimal_storage="fixed")
+# the same rows under today's default writer settings: a change of these bytes is a new version of
+# every snapshot, so it must be deliberate (and recorded in the manifest's ``writer``)
+PINNED_VERSION_DEFAULT_WRITER = "1c999478c89373ec75b8"
 
 
-def test_snapshots_that_were_exact_keep_their_version_id(pg_database: str, store: SnapshotStore) -> None:
+def test_snapshots_that_were_exact_keep_their_version_id(pg_database: str, tmp_path: Path) -> None:
     sql(pg_database, *PIN_SETUP)
-    outcome = take_snapshot(
-        make_catalog(pg_database, "SELECT * FROM pin WHERE day >= :partition_start AND day < :partition_end"),
-        "snap", DAY, store)
-    assert outcome.result.manifest.version == PINNED_VERSION
+    catalog = make_catalog(pg_database, "SELECT * FROM pin WHERE day >= :partition_start AND day < :partition_end")
+    earlier = take_snapshot(catalog, "snap", DAY, SnapshotStore(tmp_path / "earlier", settings=EARLIER_WRITER))
+    assert earlier.result.manifest.version == PINNED_VERSION
+    assert earlier.result.manifest.writer["decimal_storage"] == "fixed"
+    today = take_snapshot(catalog, "snap", DAY, SnapshotStore(tmp_path / "today"))
+    assert today.result.manifest.version == PINNED_VERSION_DEFAULT_WRITER
+    # the same types and values read back (repr: NaN equals NaN)
+    back = [SnapshotStore(tmp_path / side).read_table("snap", DAY) for side in ("today", "earlier")]
+    assert back[0].schema == back[1].schema
+    assert {n: [repr(v) for v in c.to_pylist()] for n, c in zip(back[0].column_names, back[0].columns)} == \
+        {n: [repr(v) for v in c.to_pylist()] for n, c in zip(back[1].column_names, back[1].columns)}

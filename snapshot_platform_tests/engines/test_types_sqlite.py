@@ -28,7 +28,7 @@ from snapshot_platform.catalog import Catalog, parse_catalog
 from snapshot_platform.demo import source_db
 from snapshot_platform_tests.capture_runs import take_snapshot
 from snapshot_platform.sources import SourceError
-from snapshot_platform.store import SnapshotStore
+from snapshot_platform.store import SnapshotStore, WriterSettings
 
 UTC = dt.timezone.utc
 DAY = "2024-03-10"
@@ -223,16 +223,22 @@ def test_values_no_arrow_type_holds_fail_naming_the_column(tmp_path: Path, ddl: 
 
 def test_the_demo_keeps_its_version_ids(tmp_path: Path) -> None:
     """The demo's columns were exact before the type rules: the same Arrow types, the same bytes, the
-    same version ids (computed with the source of commit 1425f2d; seed 7 of the demo generator)."""
+    same version ids (computed with the source of commit 1425f2d, under the writer settings of that
+    time; seed 7 of the demo generator), and pinned ids of their own under today's defaults."""
     db = tmp_path / "production.sqlite"
     source_db.create(db)
     doc = yaml.safe_load((Path(source_db.__file__).parent / "snapshots.yaml").read_text())
     doc["sources"]["demo_db"]["path"] = str(db)
     doc.pop("models")
     catalog = parse_catalog(doc)
+    earlier = SnapshotStore(tmp_path / "earlier",
+                            settings=WriterSettings(dictionary="all", statistics="all", decimal_storage="fixed"))
+    ids = {day: take_snapshot(catalog, "customer_data", day, earlier).result.manifest.version
+           for day in ("2024-01-01", "2024-01-02")}
+    assert ids == {"2024-01-01": "55a45599ccbeff68dd77", "2024-01-02": "44c94f8e1b779fdd5363"}
     store = SnapshotStore(tmp_path / "storage")
     ids = {day: take_snapshot(catalog, "customer_data", day, store).result.manifest.version
            for day in ("2024-01-01", "2024-01-02")}
-    assert ids == {"2024-01-01": "55a45599ccbeff68dd77", "2024-01-02": "44c94f8e1b779fdd5363"}
+    assert ids == {"2024-01-01": "c17da99dbb617258b438", "2024-01-02": "0232b5d046877fa1d694"}
     schema = store.read_manifest("customer_data", "2024-01-01").schema
     assert [e.source_type for e in schema] == ["integer", "DATE", "text", "integer", "real", "integer", "integer"]
