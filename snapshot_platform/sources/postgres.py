@@ -235,9 +235,9 @@ class PostgresSource(DbapiSource):
         return self._error(exc, stage)
 
     def _connect(self, refresh: bool) -> Any:
-        import adbc_driver_postgresql.dbapi as pg_dbapi
+        from snapshot_platform.sources import adbc_client
 
-        return pg_dbapi.connect(self._connect_url(refresh), autocommit=True)
+        return adbc_client.connect(self._connect_url(refresh))
 
     def _is_auth_failure(self, exc: BaseException) -> bool:
         return getattr(exc, "sqlstate", None) in AUTH_SQLSTATES or "authentication failed" in str(exc)
