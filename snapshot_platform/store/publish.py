@@ -30,7 +30,7 @@ from upath import UPath
 from snapshot_platform.store import retention
 from snapshot_platform.store import backends
 from snapshot_platform.store import manifest as mf
-from snapshot_platform.store.files import MANIFEST_TMP_PREFIX, STAGING, fs_path, fsync_dir
+from snapshot_platform.store.files import MANIFEST_TMP_PREFIX, STAGING, fs_path, fsync_all, fsync_dir, fsync_file
 from snapshot_platform.store.manifest import CheckOutcome, Manifest
 from snapshot_platform.store.upload import PartUploader
 from snapshot_platform.store.writer import WrittenData, prefetch, storage_write_error, write_parts
@@ -145,6 +145,7 @@ def place_local(store: Any, staging: UPath, final: UPath, written: WrittenData, 
     intent = retention.write_intent(store, [p.sha256 for p in written.parts])
     try:
         new_dirs = set()
+        absent = []
         for part in written.parts:
             target = root / mf.part_path(part.sha256)
             try:
@@ -152,17 +153,16 @@ def place_local(store: Any, staging: UPath, final: UPath, written: WrittenData, 
                     continue  # stored once already: nothing to write (or to fsync)
             except FileNotFoundError:
                 pass
-            staged = src / part.path
-            with open(staged, "rb+") as f:
-                os.fsync(f.fileno())
+            absent.append((src / part.path, target, part))
+        fsync_all(fsync_file, [staged for staged, _, _ in absent])  # durable before they are linked
+        for staged, target, part in absent:
             if not target.parent.exists():
                 new_dirs.update({target.parent.parent, root} if not target.parent.parent.exists()
                                 else {target.parent.parent})
                 target.parent.mkdir(parents=True, exist_ok=True)
             if _link_part(staged, target, part.bytes):
                 new_dirs.add(target.parent)
-        for d in sorted(new_dirs):
-            fsync_dir(d)
+        fsync_all(fsync_dir, sorted(new_dirs))
         _step("parts_placed")
         retention.check_intent(store, intent)
         if dst.exists() and any(not n.startswith(MANIFEST_TMP_PREFIX) for n in os.listdir(dst)):
