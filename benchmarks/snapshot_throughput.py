@@ -313,8 +313,8 @@ def child_pandas(url: str, out: Path) -> dict[str, Any]:
 
 def child_startup(url: str, out: Path) -> dict[str, Any]:
     """What ``snapshot-platform snapshot`` imports before it reads a row (the process is the measure)."""
-    import adbc_driver_postgresql.dbapi  # noqa: F401
     import snapshot_platform.cli  # noqa: F401
+    import snapshot_platform.sources.adbc_client  # noqa: F401
     from snapshot_platform.capture import take_snapshot  # noqa: F401
     from snapshot_platform.catalog.windows import window_for  # noqa: F401
 
