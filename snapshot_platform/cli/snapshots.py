@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc as _gc
 import signal
 import sys
 from typing import Any, Mapping
@@ -79,6 +80,9 @@ def snapshot(ctx: click.Context, name: str, partition: str, as_json: bool, allow
         except PartitionKeyError as exc:
             raise click.UsageError(str(exc), ctx) from None
         source = make_source(spec.source, catalog.sources[spec.source])
+        # what is loaded by now lives until the process ends: out of the cyclic collector's scans
+        # while the rows stream (those scans cost ~5% of a 2M-row snapshot's CPU)
+        _gc.freeze()
         with progress.rows_progress(f"{name}/{partition}", as_json) as shown:
             outcome = take_snapshot(spec, source, window, store_of(ctx), name=name, partition_key=partition,
                                     progress=shown, accept_late=accept_late)
