@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -107,39 +107,6 @@ class WrittenData:
     @property
     def row_count(self) -> int:
         return sum(p.rows for p in self.parts)
-
-
-class _HashingFile:
-    """A write-only file object that hashes and counts what passes through it."""
-
-    def __init__(self, raw: BinaryIO):
-        self._raw = raw
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self.closed = False
-
-    def write(self, data: Any) -> int:
-        mv = memoryview(data)
-        self.sha.update(mv)
-        self.size += mv.nbytes
-        self._raw.write(mv)
-        return mv.nbytes
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        self._raw.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        # The ParquetWriter closes us when it finishes; the owner closes the raw file.
-        self.closed = True
 
 
 class StorageWriteError(RuntimeError):
@@ -307,7 +274,7 @@ def write_parts(
     the next part is opened; an error it raises ends the writing like a failed write.
     """
     out = WrittenData(schema=schema)
-    state: dict[str, Any] = {"writer": None, "raw": None, "hf": None, "rows": 0}
+    state: dict[str, Any] = {"writer": None, "raw": None, "sink": None, "rows": 0}
     options = settings.parquet_options(schema)
     cutter = PartCutter(boundary_columns(schema, key), settings.part_boundary_modulus,
                         settings.part_min_rows, settings.part_rows)
@@ -323,16 +290,21 @@ def write_parts(
         state["name"] = name
         raw = open_part(name)
         state["raw"] = raw
-        hf = _HashingFile(raw)
-        writer = pq.ParquetWriter(hf, schema, **options)
-        state.update(writer=writer, raw=raw, hf=hf, rows=0, name=name)
+        # the part's bytes gather in memory (compressed: less than the Arrow rows of a row group the
+        # writer holds anyway; a part has at most part_rows rows), then are hashed and written in one
+        # call each: tens of small writes per column through Python cost ~7% of the writer's time
+        sink = pa.BufferOutputStream()
+        writer = pq.ParquetWriter(sink, schema, **options)
+        state.update(writer=writer, raw=raw, sink=sink, rows=0, name=name)
 
     def finish_part() -> None:
         state["writer"].close()
+        data = state["sink"].getvalue()
+        state["sink"] = None
         raw = state["raw"]
+        raw.write(data)
         raw.flush()
-        hf = state["hf"]
-        part = WrittenPart(state["name"], hf.sha.hexdigest(), hf.size, state["rows"])
+        part = WrittenPart(state["name"], hashlib.sha256(data).hexdigest(), data.size, state["rows"])
         if part_done is not None:
             part_done(part, raw)
         raw.close()
