@@ -1,7 +1,7 @@
-"""Stream Arrow record batches into Parquet part files, hashing the bytes as they are written.
+"""Stream Arrow record batches into Parquet part files, each hashed as it is written out.
 
-Memory stays bounded: at most ``prefetch`` source batches wait in a queue, and at most one row group
-is buffered before it is written. Row groups are cut at fixed row counts, whatever batch sizes the
+Memory stays bounded: at most ``prefetch`` source batches wait in a queue, at most one row group
+is buffered before it is encoded, and one part's compressed bytes before they are hashed and written. Row groups are cut at fixed row counts, whatever batch sizes the
 source produced, so the same rows in the same order always give the same bytes; parts end at
 content-defined boundaries along the key order (store/boundaries.py), so unchanged key ranges give
 unchanged parts.
