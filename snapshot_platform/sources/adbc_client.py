@@ -34,7 +34,11 @@ from adbc_driver_manager import _lib
 
 
 def _blocking(fn: Any, cancel: Any) -> Any:
-    return _lib._blocking_call(fn, (), {}, cancel)
+    # ADBC's own helper (what its DB-API module uses): Ctrl-C during ``fn`` cancels the statement
+    # and is raised once ``fn`` returns. Private to adbc_driver_manager (pinned in constraints.txt);
+    # should a release drop it, the call runs plainly (a Ctrl-C then waits for the server's answer)
+    helper = getattr(_lib, "_blocking_call", None)
+    return helper(fn, (), {}, cancel) if helper is not None else fn()
 
 
 def _parameter_batch(parameters: Sequence[Any]) -> pa.RecordBatch:
