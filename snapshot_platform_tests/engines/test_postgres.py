@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -641,3 +642,36 @@ def test_a_session_killed_mid_read_is_retried_from_the_partition_start(
     assert outcome.attempts == 2 and len(sleeps) == 1
     assert store.read_table("snap", DAY).column("id").to_pylist() == [1, 2, 3, 4]
     assert len(store.versions("snap", DAY)) == 1
+
+
+def test_a_cli_snapshot_does_not_import_pandas(pg_database: str, tmp_path: Path) -> None:
+    """pyarrow imports pandas (0.25 s of start-up) at its first conversion of a Python value or
+    to_numpy, and ADBC's DB-API module through pyarrow.dataset: a `snapshot-platform snapshot` of a
+    PostgreSQL partition (a NULL in the key hash, a bound session parameter, the checks) does neither.
+    The catalog is JSON, so the process also leaves out what only YAML needs."""
+    import json
+    import subprocess
+    import sys
+
+    sql(pg_database, "CREATE TABLE t (id int8 PRIMARY KEY, day date, amount numeric(12, 2), note text)",
+        "INSERT INTO t SELECT g, DATE '2024-03-10', g / 7.0, CASE WHEN g % 3 = 0 THEN NULL ELSE 'n' END"
+        " FROM generate_series(1, 5000) g")
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({
+        "sources": {"pg": {"kind": "postgres", "url": reader_url(pg_database)}},
+        "snapshots": {"snap": {"source": "pg", "key": ["id", "note"], "not_null": ["id"],
+                               "query": "SELECT * FROM t WHERE day >= :partition_start AND day < :partition_end",
+                               "partitions": {"cadence": "daily", "start": "2024-01-01"}}},
+    }))
+    script = ("import sys\nfrom snapshot_platform.cli import main\n"
+              "try:\n    main(['snapshot', 'snap', '2024-03-10', '--json'])\n"
+              "except SystemExit as e:\n    code = e.code\n"
+              "print('pandas imported' if 'pandas' in sys.modules else 'no pandas', file=sys.stderr)\n"
+              "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SNAPSHOT_PLATFORM_CATALOG": str(catalog),
+                               "SNAPSHOT_PLATFORM_STORAGE_URL": str(tmp_path / "storage"),
+                               "SNAPSHOT_PLATFORM_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["manifest"]["row_count"] == 5000
+    assert proc.stderr.strip().splitlines()[-1] == "no pandas"
