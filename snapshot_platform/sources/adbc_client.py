@@ -11,7 +11,7 @@ the way the dbapi module does them:
 
 - the same driver and URI (``adbc_driver_postgresql.connect``), autocommit as ADBC connections start;
 - parameters bound as a one-row Arrow record batch, as the dbapi's pyarrow backend binds a tuple;
-- every blocking call (prepare, execute, reading a whole result) through ADBC's own
+- every blocking call (execute, reading a whole result) through ADBC's own
   ``_blocking_call``, which turns Ctrl-C into a cancel of the statement, as the dbapi module does;
 - errors are ADBC's own (``adbc_driver_manager.Error`` and subclasses, with ``sqlstate``), and a
   result streamed with ``fetch_record_batch`` is the plain ``pyarrow.RecordBatchReader`` the dbapi
