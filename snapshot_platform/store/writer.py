@@ -49,17 +49,18 @@ class WriterSettings:
     statistics: str = "non-text"  # "non-text": every column but strings/binary; "all"
     decimal_storage: str = "integer"  # "integer" up to precision 18; "fixed": fixed-length bytes
 
+    def __post_init__(self) -> None:
+        for name, allowed in (("dictionary", ("text", "all")), ("statistics", ("non-text", "all")),
+                              ("decimal_storage", ("integer", "fixed"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"WriterSettings.{name}: expected one of {', '.join(map(repr, allowed))}, "
+                                 f"got {getattr(self, name)!r}")
+
     def parquet_options(self, schema: pa.Schema) -> dict[str, Any]:
         """The ``pyarrow.parquet.ParquetWriter`` keyword arguments these settings give for ``schema``."""
-        text = [f.name for f in schema if _is_text(f.type)]
-        other = [f.name for f in schema if not _is_text(f.type)]
-        if self.dictionary not in ("text", "all"):
-            raise ValueError(f"WriterSettings.dictionary: expected 'text' or 'all', got {self.dictionary!r}")
-        if self.statistics not in ("non-text", "all"):
-            raise ValueError(f"WriterSettings.statistics: expected 'non-text' or 'all', got {self.statistics!r}")
-        if self.decimal_storage not in ("integer", "fixed"):
-            raise ValueError(
-                f"WriterSettings.decimal_storage: expected 'integer' or 'fixed', got {self.decimal_storage!r}")
+        leaves = [leaf for f in schema for leaf in _leaves(f.name, f.type)]
+        text = [path for path, t in leaves if _is_text(t)]
+        other = [path for path, t in leaves if not _is_text(t)]
         return {
             "compression": self.compression,
             "compression_level": self.compression_level if self.compression in _LEVELLED else None,
@@ -83,6 +84,24 @@ class WriterSettings:
             "statistics": self.statistics,
             "decimal_storage": self.decimal_storage,
         }
+
+
+def _leaves(path: str, t: pa.DataType) -> list[tuple[str, pa.DataType]]:
+    """The Parquet column paths under an Arrow field, with their Arrow types: the names pyarrow's
+    writer matches ``use_dictionary``/``write_statistics`` lists against (its compliant nested
+    names: ``tags.list.element``, ``address.city``, ``attrs.key_value.key``)."""
+    if isinstance(t, pa.BaseExtensionType):
+        return _leaves(path, t.storage_type)
+    if pa.types.is_dictionary(t):
+        return _leaves(path, t.value_type)
+    if pa.types.is_map(t):
+        return _leaves(f"{path}.key_value.key", t.key_type) + _leaves(f"{path}.key_value.value", t.item_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) \
+            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return _leaves(f"{path}.list.element", t.value_type)
+    if pa.types.is_struct(t):
+        return [leaf for i in range(t.num_fields) for leaf in _leaves(f"{path}.{t.field(i).name}", t.field(i).type)]
+    return [(path, t)]
 
 
 def _is_text(t: pa.DataType) -> bool:

@@ -965,3 +965,51 @@ def test_key_hashes_of_nulls_and_sliced_batches_are_pinned():
     for column in batch.schema.names:  # a slice hashes as the same rows copied into fresh buffers
         fresh = pa.RecordBatch.from_pylist(sliced.to_pylist(), schema=batch.schema)
         assert key_hashes(sliced, [column]).tolist() == key_hashes(fresh, [column]).tolist()
+
+
+def test_writer_encodings_are_what_the_settings_and_the_docs_say(tmp_path):
+    """Default writer: dictionary pages for text and binary columns only, min/max statistics for
+    every other column (nested columns leaf by leaf), DECIMAL of precision <= 18 as INT32/INT64 (wider ones as fixed-length
+    bytes); the earlier settings (``all``/``all``/``fixed``) give the earlier encodings; the manifest
+    records them; an unknown value is refused naming the setting. Values read back are the same."""
+    from decimal import Decimal
+
+    from snapshot_platform.store.writer import write_parts
+
+    table = pa.table({
+        "id": pa.array(range(300), pa.int64()),
+        "d9": pa.array([Decimal(i) / 100 for i in range(300)], pa.decimal128(9, 2)),
+        "d18": pa.array([Decimal(-i) / 1000 for i in range(300)], pa.decimal128(18, 3)),
+        "d30": pa.array([Decimal(i) for i in range(300)], pa.decimal128(30, 0)),
+        "s": pa.array([f"v{i % 3}" for i in range(300)]),
+        "b": pa.array([b"x" * (i % 2) for i in range(300)], pa.binary()),
+        "tags": pa.array([[f"t{i % 2}"] for i in range(300)], pa.list_(pa.string())),  # nested: by leaf
+        "pt": pa.array([{"x": i, "name": f"n{i % 4}"} for i in range(300)]),
+    })
+
+    def written(settings: WriterSettings) -> pq.FileMetaData:
+        path = tmp_path / f"{id(settings)}.parquet"
+        with open(path, "wb") as fh:
+            write_parts(table.to_batches(), table.schema, lambda _n: fh, settings)
+        assert pq.read_table(path).equals(table)  # the same values and types back
+        return pq.ParquetFile(path).metadata
+
+    def columns(meta: pq.FileMetaData) -> dict[str, Any]:
+        return {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i)
+                for i in range(meta.num_columns)}
+
+    today = columns(written(WriterSettings()))
+    assert {n: c.physical_type for n, c in today.items() if n.startswith("d")} == {
+        "d9": "INT32", "d18": "INT64", "d30": "FIXED_LEN_BYTE_ARRAY"}
+    assert {n for n, c in today.items() if c.is_stats_set} == {"id", "d9", "d18", "d30", "pt.x"}
+    assert {n for n, c in today.items() if c.has_dictionary_page} == {"s", "b", "tags.list.element", "pt.name"}
+
+    earlier = columns(written(WriterSettings(dictionary="all", statistics="all", decimal_storage="fixed")))
+    assert {c.physical_type for n, c in earlier.items() if n.startswith("d")} == {"FIXED_LEN_BYTE_ARRAY"}
+    assert all(c.is_stats_set for c in earlier.values())
+    assert all(c.has_dictionary_page for c in earlier.values())
+
+    assert {k: WriterSettings().as_dict()[k] for k in ("dictionary", "statistics", "decimal_storage")} == {
+        "dictionary": "text", "statistics": "non-text", "decimal_storage": "integer"}
+    with pytest.raises(ValueError, match="WriterSettings.decimal_storage"):
+        WriterSettings(decimal_storage="bytes")
