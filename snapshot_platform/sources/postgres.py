@@ -44,7 +44,12 @@ from snapshot_platform.sources.base import (
     source_url,
 )
 from snapshot_platform.sources.dbapi import DbapiSource, Opened, Stage
-from snapshot_platform.sources.postgres_types import apply_plan, catalog_facts, transfer_plan
+from snapshot_platform.sources.postgres_types import (
+    apply_plan,
+    catalog_facts,
+    require_column_types,
+    transfer_plan,
+)
 from snapshot_platform.sources.sql import rewrite
 from snapshot_platform.sources.sqlstate import AUTH_SQLSTATES, MESSAGES, is_transient, sqlstate_error
 from snapshot_platform.sources.urls import secret_fragments
@@ -278,6 +283,7 @@ class PostgresSource(DbapiSource):
         # the result's columns and types first (planning only), to choose each column's transfer
         cur.execute(f"SELECT * FROM (\n{bound}\n) AS snapshot_query LIMIT 0")
         probe = cur.fetch_arrow_table().schema
+        require_column_types(probe, self.name)
         plan = transfer_plan(probe, **catalog_facts(cur, probe))
         # batches of about 4 MB (the driver's default: 16 MB): a few are in flight at once (decoded,
         # queued, written), so smaller ones lower the peak memory; the bytes written do not depend on

@@ -180,6 +180,39 @@ def _unnamed_oids(schema: pa.Schema) -> list[int]:
     return found
 
 
+# the driver release that first reports every result column's PostgreSQL type and typmod
+# (``POSTGRESQL:type``, ``POSTGRESQL:typmod``); pyproject.toml asks for it
+TYPED_DRIVER = "1.13"
+
+
+def _driver_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("adbc-driver-postgresql")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def require_column_types(schema: pa.Schema, source: str) -> None:
+    """Refuse a driver that does not say each result column's PostgreSQL type, before a row is read.
+
+    The plan keeps a column's value exactly only where it knows the column's PostgreSQL type; an
+    earlier driver (before 1.13) reports it for a few types only, and every other column would
+    travel as text: an integer or a date column silently become strings. A SourceError instead,
+    naming the column and the driver release.
+    """
+    for f in schema:
+        if b"POSTGRESQL:type" not in (f.metadata or {}):
+            raise SourceError(
+                f"source {source}: the installed ADBC PostgreSQL driver (adbc-driver-postgresql "
+                f"{_driver_version()}) does not report the PostgreSQL type of column {f.name!r}, without "
+                f"which its values cannot be kept exactly: install adbc-driver-postgresql {TYPED_DRIVER} or "
+                f"later (constraints.txt pins the tested release)",
+                code="driver",
+            )
+
+
 def transfer_plan(
     schema: pa.Schema, money_scale: int = 2, type_names: dict[int, str] | None = None
 ) -> _Plan:
