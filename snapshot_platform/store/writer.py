@@ -31,15 +31,15 @@ class WriterSettings:
 
     A part ends after a row whose key hash is 0 modulo ``part_boundary_modulus`` once it holds
     ``part_min_rows`` rows, and at ``part_rows`` rows at the latest (store/boundaries.py): about
-    10,000 rows a part with the defaults. Within a part, row groups hold ``row_group_rows`` rows.
+    17,000 rows a part with the defaults (benchmarks/README.md: what the part size costs and saves). Within a part, row groups hold ``row_group_rows`` rows.
     """
 
     compression: str = "zstd"
     compression_level: int = 1
     row_group_rows: int = 131_072
-    part_rows: int = 65_536  # at most: a part is cut here whatever its content
+    part_rows: int = 131_072  # at most: a part is cut here whatever its content
     part_min_rows: int = 2_048  # no content-defined boundary before this (no tiny files)
-    part_boundary_modulus: int = 8_192
+    part_boundary_modulus: int = 16_384
     # Encodings, chosen for what a snapshot holds (benchmarks/README.md, "Parquet encoding"):
     # dictionary pages only for text and binary columns (a dictionary of distinct numbers costs
     # encoding time and, after zstd, bytes); min/max statistics only for the other columns (text
