@@ -62,11 +62,11 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-# Then the K=1 vs K=2 parallel read and the backfill benchmarks, where present, each with the load average.
+# Then the K=1 vs K=2 parallel read, the backfill and the ADBC build benchmarks, each with the load average.
 bench: $(BENCH_STAMP)
 	@$(BIN)/python -m compileall -q snapshot_platform
 	$(BIN)/python benchmarks/snapshot_throughput.py $(BENCH_ARGS)
-	@for b in parallel_read backfill; do \
+	@for b in parallel_read backfill adbc_build; do \
 	  if test -f benchmarks/$$b.py; then \
 	    echo; echo "== benchmarks/$$b.py (load average $$(cut -d' ' -f1-3 /proc/loadavg))"; \
 	    $(BIN)/python benchmarks/$$b.py || exit 1; \
