@@ -125,8 +125,8 @@ def child(driver: str, url: str) -> None:
 
 def run(driver: Path, url: str) -> dict[str, Any]:
     load = os.getloadavg()[0]
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(driver), "--url", url],
-                         capture_output=True, text=True, check=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(driver), "--url", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "load": load}
 
 
@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.repeat):
         for name, lib in drivers.items():
             r = run(lib, url)
-            _log(f"{name}: {r['rows']:,} rows, wall {r['wall']:.2f}s, CPU {r['cpu']:.2f}s (load {r['load']:.2f})")
+            _log(f"{name}: {r['rows']:,} rows, wall {r['wall']:.2f}s, CPU {r['cpu']:.2f}s "
+                 f"(load {r['load']:.2f})")
             runs[name].append(r)
     summary = {
         name: {
