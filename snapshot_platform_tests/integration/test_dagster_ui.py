@@ -79,10 +79,14 @@ def scroll_to(browser: Browser, text: str) -> None:
 
 
 def skip_community_dialog(browser: Browser) -> None:
-    """Close the webserver's one-time "Join the Dagster community" dialog (it covers the screenshots)."""
-    browser.evaluate("[...document.querySelectorAll('button')].filter(b => b.innerText.trim() === 'Skip')"
-                     ".forEach(b => b.click())")
-    browser.wait_for("!document.body.innerText.includes('Join the Dagster community')", 30, "the dialog to close")
+    """Close the webserver's one-time "Join the Dagster community" dialog (it covers the screenshots).
+
+    Skip is clicked on every poll: the dialog can render after the first click (seen on a loaded
+    machine), and the wait then timed out with the dialog still open."""
+    browser.wait_for("(() => { [...document.querySelectorAll('button')]"
+                     ".filter(b => b.innerText.trim() === 'Skip').forEach(b => b.click());"
+                     " return !document.body.innerText.includes('Join the Dagster community'); })()",
+                     30, "the dialog to close")
 
 
 def text_of(browser: Browser) -> str:
