@@ -43,21 +43,34 @@ from typing import Any
 from snapshot_throughput import (  # benchmarks/ is on sys.path when run
     DEFAULT_DB,
     FALLBACK_SERVER,
+    KEY,
+    QUERY,
     SERVER_ENV,
+    WINDOW_END,
+    WINDOW_START,
     db_url,
     prepare_database,
 )
 
 OPTIMISED_RELEASE = "1.8.0"  # the last adbc-driver-postgresql wheel built with optimisation
-# the select list of our PostgreSQL source for lineitem (sources/postgres_types.py: NUMERIC as text)
-SELECT = (
-    "SELECT l_orderkey, l_partkey, l_suppkey, l_linenumber, l_quantity::text, l_extendedprice::text,"
-    " l_discount::text, l_tax::text, l_returnflag, l_linestatus, l_shipdate, l_commitdate,"
-    " l_receiptdate, l_shipinstruct, l_shipmode, l_comment, l_loaded_at FROM lineitem"
-    " WHERE l_loaded_at >= TIMESTAMPTZ '2024-01-01 00:00:00.000000+00'"
-    " AND l_loaded_at < TIMESTAMPTZ '2024-01-02 00:00:00.000000+00'"
-    " ORDER BY l_orderkey, l_linenumber"
-)
+
+
+def our_sql(url: str) -> str:
+    """The statement our PostgreSQL source streams for the partition: its select list (NUMERIC as
+    text, the rest as the driver decodes it), the window as typed literals, ordered by the key."""
+    import adbc_driver_postgresql.dbapi as pg_dbapi
+
+    from snapshot_platform.sources import Window
+    from snapshot_platform.sources.base import ordered
+    from snapshot_platform.sources.postgres import window_sql
+    from snapshot_platform.sources.postgres_types import catalog_facts, transfer_plan
+
+    with pg_dbapi.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+        bound = window_sql(QUERY, Window(WINDOW_START, WINDOW_END))
+        cur.execute(f"SELECT * FROM (\n{bound}\n) AS snapshot_query LIMIT 0")
+        probe = cur.fetch_arrow_table().schema
+        plan = transfer_plan(probe, **catalog_facts(cur, probe))
+    return ordered(bound, KEY, select=plan.select)
 
 
 def _log(msg: str) -> None:
@@ -100,7 +113,7 @@ def looks_optimised(lib: Path) -> str:
     return "no" if " __bswap_32" in out.stdout else "yes"
 
 
-def child(driver: str, url: str) -> None:
+def child(driver: str, url: str, sql: str) -> None:
     """One read through ``driver``: print rows, wall and CPU seconds as JSON."""
     import adbc_driver_manager
     import pyarrow as pa
@@ -110,7 +123,7 @@ def child(driver: str, url: str) -> None:
     stmt = adbc_driver_manager.AdbcStatement(conn)
     stmt.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(4 * 1024 * 1024)})  # as ours
     t0, c0 = time.perf_counter(), time.process_time()
-    stmt.set_sql_query(SELECT)
+    stmt.set_sql_query(sql)
     handle, _ = stmt.execute_query()
     rows = 0
     with pa.RecordBatchReader._import_from_c(handle.address) as reader:
@@ -123,9 +136,9 @@ def child(driver: str, url: str) -> None:
     print(json.dumps({"rows": rows, "wall": wall, "cpu": cpu}))
 
 
-def run(driver: Path, url: str) -> dict[str, Any]:
+def run(driver: Path, url: str, sql: str) -> dict[str, Any]:
     load = os.getloadavg()[0]
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(driver), "--url", url]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(driver), "--url", url, "--sql", sql]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "load": load}
 
@@ -143,13 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--sql", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.child, args.url)
+        child(args.child, args.url, args.sql)
         return 0
 
     prepare_database(args.server, args.db, args.rows, 2)
     url = db_url(args.server, args.db)
+    sql = our_sql(url)
     import adbc_driver_postgresql
 
     drivers = {
@@ -160,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in drivers}
     for i in range(args.repeat):
         for name, lib in drivers.items():
-            r = run(lib, url)
+            r = run(lib, url, sql)
             _log(f"{name}: {r['rows']:,} rows, wall {r['wall']:.2f}s, CPU {r['cpu']:.2f}s "
                  f"(load {r['load']:.2f})")
             runs[name].append(r)
