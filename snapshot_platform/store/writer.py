@@ -1,10 +1,10 @@
 """Stream Arrow record batches into Parquet part files, each hashed as it is written out.
 
 Memory stays bounded: at most ``prefetch`` source batches wait in a queue, at most one row group
-is buffered before it is encoded, and one part's compressed bytes before they are hashed and written. Row groups are cut at fixed row counts, whatever batch sizes the
-source produced, so the same rows in the same order always give the same bytes; parts end at
-content-defined boundaries along the key order (store/boundaries.py), so unchanged key ranges give
-unchanged parts.
+is buffered before it is encoded, and one part's compressed bytes before they are hashed and
+written. Row groups are cut at fixed row counts, whatever batch sizes the source produced, so the
+same rows in the same order always give the same bytes; parts end at content-defined boundaries
+along the key order (store/boundaries.py), so unchanged key ranges give unchanged parts.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class WriterSettings:
 
     A part ends after a row whose key hash is 0 modulo ``part_boundary_modulus`` once it holds
     ``part_min_rows`` rows, and at ``part_rows`` rows at the latest (store/boundaries.py): about
-    17,000 rows a part with the defaults (benchmarks/README.md: what the part size costs and saves). Within a part, row groups hold ``row_group_rows`` rows.
+    17,000 rows a part with the defaults (benchmarks/README.md: what the part size costs and
+    saves). Within a part, row groups hold ``row_group_rows`` rows.
     """
 
     compression: str = "zstd"

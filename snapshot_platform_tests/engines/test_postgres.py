@@ -675,3 +675,33 @@ def test_a_cli_snapshot_does_not_import_pandas(pg_database: str, tmp_path: Path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["manifest"]["row_count"] == 5000
     assert proc.stderr.strip().splitlines()[-1] == "no pandas"
+
+
+def test_a_driver_that_does_not_report_column_types_is_refused_before_anything_is_published(
+    pg_database: str, store: SnapshotStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adbc-driver-postgresql before 1.13 reports no ``POSTGRESQL:type`` on the columns it decodes
+    itself (int8, date...), and the plan would have sent them as text. The real server and read, with
+    the result schemas stripped of that metadata as such a driver reports them: the snapshot fails
+    naming the column and the release to install, and no version is published."""
+    from snapshot_platform.sources import adbc_client
+
+    sql(pg_database, "CREATE TABLE typed (id int8 PRIMARY KEY, day date, amount numeric(12, 2))",
+        "INSERT INTO typed VALUES (1, '2024-03-10', 1.5)")
+    real = adbc_client.Cursor.fetch_arrow_table
+
+    def as_an_older_driver(self: Any) -> pa.Table:
+        table = real(self)
+        return table.cast(pa.schema([pa.field(f.name, f.type) for f in table.schema]))
+
+    monkeypatch.setattr(adbc_client.Cursor, "fetch_arrow_table", as_an_older_driver)
+    query = "SELECT * FROM typed WHERE day >= :partition_start AND day < :partition_end"
+    catalog = make_catalog(pg_database, query, ["id"])
+    with pytest.raises(SourceError) as info:
+        take_snapshot(catalog, "snap", DAY, store)
+    assert info.value.code == "driver" and not info.value.transient
+    assert "column 'id'" in str(info.value) and "adbc-driver-postgresql 1.13 or later" in str(info.value)
+    assert store.partitions("snap") == [] or store.versions("snap", DAY) == []
+    monkeypatch.undo()  # the same read with the installed driver keeps the types
+    kept = snapshot_table(pg_database, store, query).schema.types
+    assert kept == [pa.int64(), pa.date32(), pa.decimal128(12, 2)]

@@ -969,9 +969,10 @@ def test_key_hashes_of_nulls_and_sliced_batches_are_pinned():
 
 def test_writer_encodings_are_what_the_settings_and_the_docs_say(tmp_path):
     """Default writer: dictionary pages for text and binary columns only, min/max statistics for
-    every other column (nested columns leaf by leaf), DECIMAL of precision <= 18 as INT32/INT64 (wider ones as fixed-length
-    bytes); the earlier settings (``all``/``all``/``fixed``) give the earlier encodings; the manifest
-    records them; an unknown value is refused naming the setting. Values read back are the same."""
+    every other column (nested columns leaf by leaf), DECIMAL of precision <= 18 as INT32/INT64
+    (wider ones as fixed-length bytes); the earlier settings (``all``/``all``/``fixed``) give the
+    earlier encodings; the manifest records them; an unknown value is refused naming the setting.
+    Values read back are the same."""
     from decimal import Decimal
 
     from snapshot_platform.store.writer import write_parts
@@ -1013,3 +1014,22 @@ def test_writer_encodings_are_what_the_settings_and_the_docs_say(tmp_path):
         "dictionary": "text", "statistics": "non-text", "decimal_storage": "integer"}
     with pytest.raises(ValueError, match="WriterSettings.decimal_storage"):
         WriterSettings(decimal_storage="bytes")
+
+
+def test_default_parts_are_about_17000_rows_as_the_docs_say():
+    """docs/storage.md: with the default WriterSettings a part ends after a row whose key hash is 0
+    modulo 16,384 once it holds 2,048 rows, at 131,072 rows at the latest: about 17,000 rows a part.
+    1M sequential keys, fed in 65,536-row batches."""
+    from snapshot_platform.store.boundaries import PartCutter
+
+    s = WriterSettings()
+    cutter = PartCutter(["id"], s.part_boundary_modulus, s.part_min_rows, s.part_rows)
+    sizes, start, offset = [], 0, 0
+    for first in range(0, 1_000_000, 65_536):
+        batch = pa.record_batch({"id": pa.array(range(first, min(first + 65_536, 1_000_000)), pa.int64())})
+        for end in cutter.cuts(batch):
+            sizes.append(offset + end - start)
+            start = offset + end
+        offset += batch.num_rows
+    assert all(s.part_min_rows <= n <= s.part_rows for n in sizes)
+    assert 12_000 <= sum(sizes) / len(sizes) <= 25_000, sum(sizes) / len(sizes)
